@@ -1,0 +1,91 @@
+"""The client's exception tree, mapped from gRPC status codes.
+
+    PromptgateError
+    └── ServiceError                 a call ended with a non-OK status
+        ├── InvalidArgumentError     the request was wrong (do not retry)
+        ├── UnauthenticatedError
+        ├── ResourceExhaustedError   overload: retry later
+        ├── DeadlineExceededError
+        ├── UnavailableError         loading or down (already retried by the channel)
+        ├── CancelledError
+        └── InternalError            anything else
+"""
+
+from __future__ import annotations
+
+import grpc
+
+
+class PromptgateError(Exception):
+    """Base of every error the client raises."""
+
+
+class ServiceError(PromptgateError):
+    """A call ended with a non-OK gRPC status."""
+
+    code: grpc.StatusCode = grpc.StatusCode.UNKNOWN
+
+    def __init__(self, message: str, code: grpc.StatusCode | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        if code is not None:
+            self.code = code
+
+    def __str__(self) -> str:
+        return f"{self.code.name}: {self.message}"
+
+
+class InvalidArgumentError(ServiceError):
+    code = grpc.StatusCode.INVALID_ARGUMENT
+
+
+class UnauthenticatedError(ServiceError):
+    code = grpc.StatusCode.UNAUTHENTICATED
+
+
+class ResourceExhaustedError(ServiceError):
+    code = grpc.StatusCode.RESOURCE_EXHAUSTED
+
+
+class DeadlineExceededError(ServiceError):
+    code = grpc.StatusCode.DEADLINE_EXCEEDED
+
+
+class UnavailableError(ServiceError):
+    code = grpc.StatusCode.UNAVAILABLE
+
+
+class CancelledError(ServiceError):
+    code = grpc.StatusCode.CANCELLED
+
+
+class InternalError(ServiceError):
+    code = grpc.StatusCode.INTERNAL
+
+
+_BY_CODE: dict[grpc.StatusCode, type[ServiceError]] = {
+    cls.code: cls
+    for cls in (
+        InvalidArgumentError,
+        UnauthenticatedError,
+        ResourceExhaustedError,
+        DeadlineExceededError,
+        UnavailableError,
+        CancelledError,
+        InternalError,
+    )
+}
+_BY_VALUE = {code.value[0]: code for code in grpc.StatusCode}
+
+
+def from_rpc_error(error: grpc.RpcError) -> ServiceError:
+    code = error.code() if hasattr(error, "code") else grpc.StatusCode.UNKNOWN
+    details = error.details() if hasattr(error, "details") else str(error)
+    cls = _BY_CODE.get(code, ServiceError)
+    return cls(details or code.name, code)
+
+
+def code_name(value: int) -> str:
+    """The name of a google.rpc.Code number (the same numbering as gRPC's)."""
+    code = _BY_VALUE.get(value)
+    return code.name if code else f"CODE_{value}"

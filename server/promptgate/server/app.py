@@ -1,0 +1,153 @@
+"""Server assembly (`create_server`) apart from running it (`serve`).
+
+`create_server` wires the servicer, health and reflection onto a grpc.aio server and binds
+the port; tests use it with port 0. `serve` is the process: it starts listening at once
+(health NOT_SERVING, calls UNAVAILABLE), loads the model, turns SERVING, and on SIGTERM or
+SIGINT turns NOT_SERVING, lets in-flight calls finish within the grace period and exits.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+from dataclasses import dataclass
+from importlib import metadata
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_health.v1._async import HealthServicer
+from grpc_reflection.v1alpha import reflection
+
+from promptgate.profiles import Verdict
+from promptgate.v1 import classifier_pb2 as pb
+from promptgate.v1 import classifier_pb2_grpc as pb_grpc
+
+from .config import ServerConfig
+from .domain import Mode
+from .engine import ScreeningEngine, load_engine
+from .logs import configure_logging, get_logger
+from .servicer import ClassifierServicer
+
+SERVICE_NAME = pb.DESCRIPTOR.services_by_name["ClassifierService"].full_name
+log = get_logger("promptgate.server")
+
+
+def server_version() -> str:
+    try:
+        return metadata.version("promptgate")
+    except metadata.PackageNotFoundError:
+        return "0+unknown"
+
+
+@dataclass
+class ServerHandle:
+    server: grpc.aio.Server
+    servicer: ClassifierServicer
+    health: HealthServicer
+    port: int
+    engine: ScreeningEngine | None = None
+
+    async def set_serving(self, serving: bool) -> None:
+        status = health_pb2.HealthCheckResponse.SERVING if serving else health_pb2.HealthCheckResponse.NOT_SERVING
+        for name in ("", SERVICE_NAME):  # "" is the whole server, as probes ask by default
+            await self.health.set(name, status)
+
+    async def attach_engine(self, engine: ScreeningEngine, config: ServerConfig) -> None:
+        self.engine = engine
+        self.servicer.attach(engine, model_info(engine, config))
+        await self.set_serving(True)
+
+    async def close(self, grace: float | None = None) -> None:
+        await self.set_serving(False)
+        await self.server.stop(grace)
+        if self.engine is not None:
+            await self.engine.backend.close()
+
+
+def create_server(config: ServerConfig) -> ServerHandle:
+    """A grpc.aio server with the classifier, health and reflection, bound but not started.
+
+    Call inside a running event loop. Health starts NOT_SERVING; `attach_engine` turns it
+    SERVING once the model is loaded.
+    """
+    options = [
+        ("grpc.max_receive_message_length", config.max_message_bytes),
+        ("grpc.max_send_message_length", config.max_message_bytes),
+    ]
+    server = grpc.aio.server(options=options)
+    servicer = ClassifierServicer(config)
+    pb_grpc.add_ClassifierServiceServicer_to_server(servicer, server)
+    health = HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health, server)
+    reflection.enable_server_reflection(
+        (SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME),
+        server,
+    )
+    port = server.add_insecure_port(f"{config.host}:{config.port}")
+    if port == 0:
+        raise OSError(f"cannot listen on {config.host}:{config.port}")
+    return ServerHandle(server=server, servicer=servicer, health=health, port=port)
+
+
+def model_info(engine: ScreeningEngine, config: ServerConfig) -> pb.GetModelInfoResponse:
+    profile = engine.profile
+    backend = engine.backend
+    verdicts = {Verdict.BENIGN: pb.VERDICT_BENIGN, Verdict.MALICIOUS: pb.VERDICT_MALICIOUS}
+    modes = {Mode.FAST: pb.MODE_FAST, Mode.REASONED: pb.MODE_REASONED, Mode.AUTO: pb.MODE_AUTO}
+    return pb.GetModelInfoResponse(
+        model=engine.model_id,
+        profile=profile.name,
+        labels=[pb.LabelInfo(label=s.text, verdict=verdicts[s.verdict], category=s.category) for s in profile.labels],
+        categories=list(profile.categories),
+        rationale_trained=profile.rationale_trained,
+        engine=backend.name,
+        engine_version=backend.version,
+        device=backend.device,
+        dtype=backend.dtype,
+        default_mode=modes[engine.settings.default_mode],
+        default_threshold=engine.settings.threshold,
+        auto_band=engine.settings.auto_band,
+        limits=pb.Limits(
+            max_text_chars=config.max_text_chars,
+            max_batch_items=config.max_batch_items,
+            max_rationale_tokens=config.max_rationale_tokens,
+            max_message_bytes=config.max_message_bytes,
+        ),
+        server_version=server_version(),
+        system_prompt=profile.system_prompt,
+    )
+
+
+async def serve(config: ServerConfig) -> int:
+    """Run the server until SIGTERM/SIGINT; returns the process exit code."""
+    configure_logging(config.log_level)
+    log.info("config", **config.as_log_dict())
+    handle = create_server(config)
+    await handle.set_serving(False)
+    await handle.server.start()
+    log.info("listening", host=config.host, port=handle.port)
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+
+    loading = asyncio.create_task(load_engine(config))
+    stopping = asyncio.create_task(stop.wait())
+    await asyncio.wait({loading, stopping}, return_when=asyncio.FIRST_COMPLETED)
+    exit_code = 0
+    if loading.done() and loading.exception() is None:
+        await handle.attach_engine(loading.result(), config)
+        log.info("serving", model=config.model, engine=handle.engine.backend.name if handle.engine else "")
+        await stopping
+    elif loading.done():
+        log.error("model failed to load", model=config.model, error=str(loading.exception()))
+        exit_code = 1
+    else:
+        loading.cancel()
+        await asyncio.gather(loading, return_exceptions=True)
+    log.info("shutting down", grace_period=config.grace_period)
+    await handle.close(grace=config.grace_period)
+    stopping.cancel()
+    log.info("stopped", exit_code=exit_code)
+    return exit_code

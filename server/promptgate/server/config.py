@@ -1,0 +1,176 @@
+"""Server configuration: one typed, documented dataclass, validated once at startup.
+
+Every field is a `--flag` of `promptgate serve` and a `PROMPTGATE_<NAME>` environment
+variable; a flag wins over the environment, which wins over the default. Only the entry
+point reads the environment (`ServerConfig.from_sources`); everything below it takes a
+`ServerConfig`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from .domain import Mode
+
+ENV_PREFIX = "PROMPTGATE_"
+DEFAULT_MODEL = "sarthakrastogi/narasimha-b-0.6b"
+
+
+class ConfigError(ValueError):
+    """A configuration value is invalid; the message names the flag and the variable."""
+
+
+def _opt(help: str, choices: Sequence[str] | None = None, flag: str | None = None) -> Any:
+    return {"help": help, "choices": tuple(choices) if choices else None, "flag": flag}
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    model: str = field(
+        default=DEFAULT_MODEL,
+        metadata=_opt("Model directory or hub id to serve."),
+    )
+    profile: str | None = field(
+        default=None,
+        metadata=_opt(
+            "Model profile: a built-in name (narasimha-b, narasimha-m, promptgate) or a profile JSON file. "
+            "Default: the model directory's promptgate.json, else the built-in profile of a published model."
+        ),
+    )
+    engine: str = field(
+        default="auto",
+        metadata=_opt("Inference engine; auto picks the best one installed.", ["auto", "transformers"]),
+    )
+    host: str = field(default="0.0.0.0", metadata=_opt("Address to listen on."))
+    port: int = field(default=50051, metadata=_opt("Port to listen on; 0 picks a free one."))
+    device: str = field(default="auto", metadata=_opt("Where the model runs.", ["auto", "cpu", "cuda"]))
+    dtype: str = field(
+        default="auto",
+        metadata=_opt("Weights dtype; auto is bfloat16 on GPU, float32 on CPU.", ["auto", "float32", "bfloat16", "float16"]),
+    )
+    default_mode: str = field(
+        default="fast",
+        metadata=_opt("Mode for requests that set none.", ["fast", "reasoned", "auto"]),
+    )
+    threshold: float = field(
+        default=0.5, metadata=_opt("Default malicious-probability threshold for the verdict, in [0, 1].")
+    )
+    auto_band: float = field(
+        default=0.15,
+        metadata=_opt("AUTO escalates to REASONED when |probability - threshold| <= this band."),
+    )
+    max_text_chars: int = field(default=16000, metadata=_opt("Longest accepted query, in characters."))
+    max_batch_items: int = field(default=1024, metadata=_opt("Most queries accepted in one ClassifyBatch."))
+    max_rationale_tokens: int = field(default=128, metadata=_opt("Longest rationale REASONED generates, in tokens."))
+    max_model_len: int | None = field(
+        default=None, metadata=_opt("Cap on prompt + rationale tokens; default: the model's context length.")
+    )
+    max_engine_batch: int = field(
+        default=32, metadata=_opt("Embedded engine: most sequences in one forward pass.")
+    )
+    max_engine_batch_tokens: int = field(
+        default=16384, metadata=_opt("Embedded engine: most padded tokens in one forward pass.")
+    )
+    max_stream_inflight: int = field(
+        default=256,
+        metadata=_opt("Most queries of one ClassifyStream in flight; past it the server stops reading the stream."),
+    )
+    max_message_bytes: int = field(default=64 * 1024 * 1024, metadata=_opt("Largest gRPC message, in bytes."))
+    grace_period: float = field(
+        default=10.0, metadata=_opt("Seconds in-flight calls get to finish on SIGTERM before they are cancelled.")
+    )
+    log_level: str = field(default="info", metadata=_opt("Log level.", ["debug", "info", "warning", "error"]))
+
+    def __post_init__(self) -> None:
+        problems = []
+        for f in dataclasses.fields(self):
+            choices = f.metadata.get("choices")
+            value = getattr(self, f.name)
+            if choices and value not in choices:
+                problems.append(f"{_names(f.name)}: {value!r} is not one of {', '.join(choices)}")
+        if not 0.0 <= self.threshold <= 1.0:
+            problems.append(f"{_names('threshold')}: {self.threshold} is not in [0, 1]")
+        if not 0.0 <= self.auto_band <= 0.5:
+            problems.append(f"{_names('auto_band')}: {self.auto_band} is not in [0, 0.5]")
+        if not 0 <= self.port <= 65535:
+            problems.append(f"{_names('port')}: {self.port} is not a port")
+        positive = (
+            "max_text_chars",
+            "max_batch_items",
+            "max_rationale_tokens",
+            "max_engine_batch",
+            "max_engine_batch_tokens",
+            "max_stream_inflight",
+            "max_message_bytes",
+        )
+        problems += [f"{_names(n)}: must be > 0" for n in positive if getattr(self, n) <= 0]
+        if self.max_model_len is not None and self.max_model_len <= 0:
+            problems.append(f"{_names('max_model_len')}: must be > 0")
+        if self.grace_period < 0:
+            problems.append(f"{_names('grace_period')}: must be >= 0")
+        if not self.model:
+            problems.append(f"{_names('model')}: must not be empty")
+        if problems:
+            raise ConfigError("invalid configuration:\n  " + "\n  ".join(problems))
+
+    @property
+    def mode(self) -> Mode:
+        return Mode(self.default_mode)
+
+    def as_log_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    # -- sources -----------------------------------------------------------------------
+
+    @classmethod
+    def add_arguments(cls, parser: argparse.ArgumentParser) -> None:
+        """Add one flag per field; defaults are left unset so the environment can fill them."""
+        for f in dataclasses.fields(cls):
+            kind = _field_type(f)
+            help_text = f"{f.metadata['help']} [env {ENV_PREFIX}{f.name.upper()}; default {f.default!r}]"
+            parser.add_argument(
+                _flag(f.name),
+                dest=f.name,
+                type=kind,
+                choices=f.metadata.get("choices"),
+                default=None,
+                help=help_text,
+            )
+
+    @classmethod
+    def from_sources(cls, args: argparse.Namespace | None, environ: Mapping[str, str]) -> ServerConfig:
+        values: dict[str, Any] = {}
+        for f in dataclasses.fields(cls):
+            flag_value = getattr(args, f.name, None) if args is not None else None
+            if flag_value is not None:
+                values[f.name] = flag_value
+                continue
+            raw = environ.get(ENV_PREFIX + f.name.upper())
+            if raw is None or raw == "":
+                continue
+            try:
+                values[f.name] = _field_type(f)(raw)
+            except ValueError as exc:
+                raise ConfigError(f"{_names(f.name)}: cannot parse {raw!r}: {exc}") from exc
+        return cls(**values)
+
+
+def _field_type(f: dataclasses.Field[Any]) -> type:
+    annotation = str(f.type)
+    if annotation.startswith("int"):
+        return int
+    if annotation.startswith("float"):
+        return float
+    return str
+
+
+def _flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def _names(name: str) -> str:
+    return f"{_flag(name)} / {ENV_PREFIX}{name.upper()}"

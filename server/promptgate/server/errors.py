@@ -1,0 +1,69 @@
+"""Errors and the one table that maps them to gRPC status codes.
+
+Code is chosen by what kind of failure it is (the caller's fault, overload, not ready,
+ours), never by the Python exception type that happened to surface.
+"""
+
+from __future__ import annotations
+
+import enum
+
+import grpc
+
+
+class ErrorKind(enum.Enum):
+    INVALID_INPUT = "invalid_input"  # the caller's request is wrong: fix it, do not retry
+    OVERLOADED = "overloaded"  # too much work right now: retry later
+    UNAUTHENTICATED = "unauthenticated"  # missing or wrong credential
+    DEADLINE = "deadline"  # the caller's deadline passed before the work was done
+    NOT_READY = "not_ready"  # the model is loading or the engine is down: retry
+    INTERNAL = "internal"  # our fault
+
+
+STATUS_CODES: dict[ErrorKind, grpc.StatusCode] = {
+    ErrorKind.INVALID_INPUT: grpc.StatusCode.INVALID_ARGUMENT,
+    ErrorKind.OVERLOADED: grpc.StatusCode.RESOURCE_EXHAUSTED,
+    ErrorKind.UNAUTHENTICATED: grpc.StatusCode.UNAUTHENTICATED,
+    ErrorKind.DEADLINE: grpc.StatusCode.DEADLINE_EXCEEDED,
+    ErrorKind.NOT_READY: grpc.StatusCode.UNAVAILABLE,
+    ErrorKind.INTERNAL: grpc.StatusCode.INTERNAL,
+}
+
+
+class ScreeningError(Exception):
+    """A failure with a kind that decides its status code and a message for the caller."""
+
+    kind: ErrorKind = ErrorKind.INTERNAL
+
+    def __init__(self, message: str, kind: ErrorKind | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        if kind is not None:
+            self.kind = kind
+
+    @property
+    def status_code(self) -> grpc.StatusCode:
+        return STATUS_CODES[self.kind]
+
+
+class InvalidInput(ScreeningError):
+    kind = ErrorKind.INVALID_INPUT
+
+
+class NotReady(ScreeningError):
+    kind = ErrorKind.NOT_READY
+
+
+class Overloaded(ScreeningError):
+    kind = ErrorKind.OVERLOADED
+
+
+def as_screening_error(exc: BaseException) -> ScreeningError:
+    """Classify any exception: ours keep their kind, anything else is INTERNAL.
+
+    The message of an unexpected exception is not echoed to callers (it may carry
+    internals); it is logged by the caller of this function.
+    """
+    if isinstance(exc, ScreeningError):
+        return exc
+    return ScreeningError("internal error while classifying", ErrorKind.INTERNAL)

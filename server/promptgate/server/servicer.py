@@ -1,0 +1,204 @@
+"""gRPC servicer: converts protobuf <-> domain objects and calls the engine per query.
+
+No torch here and no batching: the engine batches across every in-flight query of every
+call. Each query runs inside `_classify` (validation, engine call, logging); errors become
+statuses through the one table in `errors.py`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import time
+from collections.abc import AsyncIterator
+
+import grpc
+from google.rpc import status_pb2
+
+from promptgate.v1 import classifier_pb2 as pb
+from promptgate.v1 import classifier_pb2_grpc as pb_grpc
+
+from .config import ServerConfig
+from .domain import Classification, Mode, Query, Verdict
+from .engine import Engine
+from .errors import InvalidInput, NotReady, ScreeningError, as_screening_error
+from .logs import get_logger
+
+log = get_logger("promptgate.server")
+
+_MODES_IN = {pb.MODE_UNSPECIFIED: None, pb.MODE_FAST: Mode.FAST, pb.MODE_REASONED: Mode.REASONED, pb.MODE_AUTO: Mode.AUTO}
+_MODES_OUT = {Mode.FAST: pb.MODE_FAST, Mode.REASONED: pb.MODE_REASONED, Mode.AUTO: pb.MODE_AUTO}
+_VERDICTS_OUT = {Verdict.BENIGN: pb.VERDICT_BENIGN, Verdict.MALICIOUS: pb.VERDICT_MALICIOUS}
+
+
+class ClassifierServicer(pb_grpc.ClassifierServiceServicer):
+    def __init__(self, config: ServerConfig) -> None:
+        self.config = config
+        # None while the model loads: every call answers UNAVAILABLE until `attach` runs.
+        self.engine: Engine | None = None
+        self.engine_info: pb.GetModelInfoResponse | None = None
+
+    def attach(self, engine: Engine, info: pb.GetModelInfoResponse) -> None:
+        self.engine_info = info
+        self.engine = engine
+
+    # -- conversion ----------------------------------------------------------------------
+
+    def to_query(self, request: pb.ClassifyRequest) -> Query:
+        text = request.text
+        if not text.strip():
+            raise InvalidInput("text is empty")
+        if len(text) > self.config.max_text_chars:
+            raise InvalidInput(
+                f"text is {len(text)} characters long; the limit is {self.config.max_text_chars} characters "
+                "(max_text_chars)"
+            )
+        if request.mode not in _MODES_IN:
+            raise InvalidInput(f"unknown mode {request.mode}")
+        threshold: float | None = None
+        if request.HasField("threshold"):
+            threshold = request.threshold
+            if math.isnan(threshold) or not 0.0 <= threshold <= 1.0:
+                raise InvalidInput(f"threshold {threshold} is not in [0, 1]")
+        return Query(text=text, mode=_MODES_IN[request.mode], threshold=threshold)
+
+    def to_response(self, request_id: str, result: Classification) -> pb.ClassifyResponse:
+        return pb.ClassifyResponse(
+            id=request_id,
+            verdict=_VERDICTS_OUT[result.verdict],
+            malicious_probability=result.malicious_probability,
+            label=result.label,
+            category=result.category,
+            rationale=result.rationale,
+            mode=_MODES_OUT[result.mode],
+            threshold=result.threshold,
+            label_scores=[pb.LabelScore(label=s.label, probability=s.probability) for s in result.label_scores],
+            model=self.engine.model_id if self.engine else "",
+        )
+
+    @staticmethod
+    def error_response(request_id: str, error: ScreeningError) -> pb.ClassifyResponse:
+        return pb.ClassifyResponse(
+            id=request_id, error=status_pb2.Status(code=error.status_code.value[0], message=error.message)
+        )
+
+    # -- one query -----------------------------------------------------------------------
+
+    def _engine(self) -> Engine:
+        if self.engine is None:
+            raise NotReady("the model is loading; retry shortly")
+        return self.engine
+
+    async def _classify(self, rpc: str, request_id: str, request: pb.ClassifyRequest) -> pb.ClassifyResponse:
+        """The lifecycle of one query. Raises ScreeningError; cancellation propagates to the engine."""
+        started = time.perf_counter()
+        try:
+            engine = self._engine()
+            result = await engine.classify(self.to_query(request))
+        except asyncio.CancelledError:
+            log.info("query", rpc=rpc, id=request_id, status="CANCELLED", latency_ms=_ms(started))
+            raise
+        except Exception as exc:
+            error = as_screening_error(exc)
+            fields = {"rpc": rpc, "id": request_id, "status": error.status_code.name, "latency_ms": _ms(started)}
+            if error is exc:
+                log.info("query", error=error.message, **fields)
+            else:  # not one of ours: a bug or a broken engine; keep the traceback
+                log.error("query", exc_info=exc, **fields)
+            raise error from exc
+        log.info(
+            "query",
+            rpc=rpc,
+            id=request_id,
+            status="OK",
+            mode=result.mode.value,
+            verdict=result.verdict.value,
+            malicious_probability=round(result.malicious_probability, 4),
+            latency_ms=_ms(started),
+        )
+        return self.to_response(request_id, result)
+
+    async def _classify_item(self, rpc: str, request_id: str, request: pb.ClassifyRequest) -> pb.ClassifyResponse:
+        """Like `_classify`, but a failure becomes the item's `error` instead of the call's status."""
+        try:
+            return await self._classify(rpc, request_id, request)
+        except ScreeningError as error:
+            return self.error_response(request_id, error)
+
+    # -- RPCs ------------------------------------------------------------------------------
+
+    async def Classify(self, request: pb.ClassifyRequest, context: grpc.aio.ServicerContext) -> pb.ClassifyResponse:
+        try:
+            return await self._classify("Classify", request.id, request)
+        except ScreeningError as error:
+            await context.abort(error.status_code, error.message)
+            raise  # unreachable: abort raises
+
+    async def ClassifyBatch(
+        self, request: pb.ClassifyBatchRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ClassifyBatchResponse:
+        n = len(request.requests)
+        if n > self.config.max_batch_items:
+            await context.abort(
+                grpc.StatusCode.INVALID_ARGUMENT,
+                f"batch has {n} requests; the limit is {self.config.max_batch_items} (max_batch_items)",
+            )
+        if self.engine is None:
+            await context.abort(grpc.StatusCode.UNAVAILABLE, "the model is loading; retry shortly")
+        # All items go to the engine at once: it batches them with everything else in flight.
+        responses = await asyncio.gather(
+            *(self._classify_item("ClassifyBatch", r.id, r) for r in request.requests)
+        )
+        return pb.ClassifyBatchResponse(responses=responses)
+
+    async def ClassifyStream(
+        self, request_iterator: AsyncIterator[pb.ClassifyRequest], context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[pb.ClassifyResponse]:
+        if self.engine is None:
+            await context.abort(grpc.StatusCode.UNAVAILABLE, "the model is loading; retry shortly")
+        # Flow control: a slot is taken when a query is read and given back only once its
+        # response has been handed to gRPC, so queries in flight plus responses waiting on
+        # a slow reader never exceed max_stream_inflight; past it we stop reading.
+        slots = asyncio.Semaphore(self.config.max_stream_inflight)
+        done: asyncio.Queue[pb.ClassifyResponse | None] = asyncio.Queue()
+        tasks: set[asyncio.Task[None]] = set()
+
+        async def answer(request_id: str, request: pb.ClassifyRequest) -> None:
+            done.put_nowait(await self._classify_item("ClassifyStream", request_id, request))
+
+        async def read() -> None:
+            try:
+                position = 0
+                async for request in request_iterator:
+                    await slots.acquire()
+                    request_id = request.id or str(position)
+                    position += 1
+                    task = asyncio.create_task(answer(request_id, request))
+                    tasks.add(task)
+                    task.add_done_callback(tasks.discard)
+                while tasks:
+                    await asyncio.gather(*tasks)
+            finally:
+                done.put_nowait(None)
+
+        reader = asyncio.create_task(read())
+        try:
+            while (response := await done.get()) is not None:
+                yield response
+                slots.release()
+            await reader  # surfaces a failure of the request stream
+        finally:
+            reader.cancel()
+            for task in list(tasks):
+                task.cancel()
+
+    async def GetModelInfo(
+        self, request: pb.GetModelInfoRequest, context: grpc.aio.ServicerContext
+    ) -> pb.GetModelInfoResponse:
+        if self.engine_info is None:
+            await context.abort(grpc.StatusCode.UNAVAILABLE, "the model is loading; retry shortly")
+        return self.engine_info
+
+
+def _ms(started: float) -> float:
+    return round((time.perf_counter() - started) * 1000, 2)

@@ -1,0 +1,1 @@
+"""Training and model building for promptgate (the SFT trainer comes with its own issue)."""
