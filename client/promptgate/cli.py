@@ -23,7 +23,9 @@ def _target_default(environ: os._Environ[str] | dict[str, str]) -> str:
 
 
 def build_parser(environ: dict[str, str] | os._Environ[str]) -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="promptgate", description="Screen user queries to AI agents for prompt attacks.")
+    parser = argparse.ArgumentParser(
+        prog="promptgate", description="Screen user queries to AI agents for prompt attacks."
+    )
     sub = parser.add_subparsers(dest="command", required=True)
 
     serve = sub.add_parser("serve", help="run the gRPC server")
@@ -47,7 +49,9 @@ def build_parser(environ: dict[str, str] | os._Environ[str]) -> argparse.Argumen
     info.add_argument("--target", default=_target_default(environ), help=target_help)
     info.add_argument("--json", action="store_true", help="print JSON")
 
-    tiny = sub.add_parser("tiny-model", help="build a tiny random-weight Qwen3-shaped model (tests, offline smoke runs)")
+    tiny = sub.add_parser(
+        "tiny-model", help="build a tiny random-weight Qwen3-shaped model (tests, offline smoke runs)"
+    )
     tiny.add_argument("out", help="output directory")
     tiny.add_argument("--profile", default="promptgate", help="built-in profile written as promptgate.json")
     tiny.add_argument("--corpus", nargs="*", default=[], help="text/JSONL files to train the tokenizer on")

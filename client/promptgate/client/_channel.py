@@ -29,9 +29,7 @@ def channel_options(max_attempts: int, extra: Sequence[tuple[str, Any]] = ()) ->
         policy = {
             "methodConfig": [
                 {
-                    "name": [
-                        {"service": SERVICE, "method": m} for m in ("Classify", "ClassifyBatch", "GetModelInfo")
-                    ],
+                    "name": [{"service": SERVICE, "method": m} for m in ("Classify", "ClassifyBatch", "GetModelInfo")],
                     "retryPolicy": {
                         "maxAttempts": min(max_attempts, 5),  # gRPC caps attempts at 5
                         "initialBackoff": "0.2s",

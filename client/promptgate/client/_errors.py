@@ -1,14 +1,14 @@
 """The client's exception tree, mapped from gRPC status codes.
 
-    PromptgateError
-    └── ServiceError                 a call ended with a non-OK status
-        ├── InvalidArgumentError     the request was wrong (do not retry)
-        ├── UnauthenticatedError
-        ├── ResourceExhaustedError   overload: retry later
-        ├── DeadlineExceededError
-        ├── UnavailableError         loading or down (already retried by the channel)
-        ├── CancelledError
-        └── InternalError            anything else
+PromptgateError
+└── ServiceError                 a call ended with a non-OK status
+    ├── InvalidArgumentError     the request was wrong (do not retry)
+    ├── UnauthenticatedError
+    ├── ResourceExhaustedError   overload: retry later
+    ├── DeadlineExceededError
+    ├── UnavailableError         loading or down (already retried by the channel)
+    ├── CancelledError
+    └── InternalError            anything else
 """
 
 from __future__ import annotations

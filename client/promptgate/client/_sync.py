@@ -43,7 +43,9 @@ class Client:
     ) -> None:
         self.target = target
         self.timeout = timeout
-        self._channel = channel or grpc.insecure_channel(target, options=channel_options(max_attempts, channel_options_extra))
+        self._channel = channel or grpc.insecure_channel(
+            target, options=channel_options(max_attempts, channel_options_extra)
+        )
         self._stub = pb_grpc.ClassifierServiceStub(self._channel)
 
     def __enter__(self) -> Client:

@@ -10,7 +10,7 @@ from typing import Any
 from promptgate.v1 import classifier_pb2 as pb
 
 
-class Mode(str, enum.Enum):
+class Mode(enum.StrEnum):
     """How the server classifies a query (None in the client means the server's default)."""
 
     FAST = "fast"
@@ -18,12 +18,17 @@ class Mode(str, enum.Enum):
     AUTO = "auto"
 
 
-class Verdict(str, enum.Enum):
+class Verdict(enum.StrEnum):
     BENIGN = "benign"
     MALICIOUS = "malicious"
 
 
-_MODE_TO_PB = {None: pb.MODE_UNSPECIFIED, Mode.FAST: pb.MODE_FAST, Mode.REASONED: pb.MODE_REASONED, Mode.AUTO: pb.MODE_AUTO}
+_MODE_TO_PB = {
+    None: pb.MODE_UNSPECIFIED,
+    Mode.FAST: pb.MODE_FAST,
+    Mode.REASONED: pb.MODE_REASONED,
+    Mode.AUTO: pb.MODE_AUTO,
+}
 _MODE_FROM_PB = {v: k for k, v in _MODE_TO_PB.items()}
 _VERDICT_FROM_PB = {pb.VERDICT_BENIGN: Verdict.BENIGN, pb.VERDICT_MALICIOUS: Verdict.MALICIOUS}
 

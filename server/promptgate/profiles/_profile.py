@@ -100,7 +100,11 @@ class ModelProfile:
             "description": self.description,
             "system_prompt": self.system_prompt,
             "labels": [
-                {"text": lab.text, "verdict": lab.verdict.value, **({"category": lab.category} if lab.category else {})}
+                {
+                    "text": lab.text,
+                    "verdict": lab.verdict.value,
+                    **({"category": lab.category} if lab.category else {}),
+                }
                 for lab in self.labels
             ],
             "categories": list(self.categories),
@@ -124,7 +128,11 @@ class ModelProfile:
         }
         try:
             labels = tuple(
-                LabelSpec(text=str(lab["text"]), verdict=Verdict(lab["verdict"]), category=str(lab.get("category", "")))
+                LabelSpec(
+                    text=str(lab["text"]),
+                    verdict=Verdict(lab["verdict"]),
+                    category=str(lab.get("category", "")),
+                )
                 for lab in data["labels"]
             )
             return cls(

@@ -168,9 +168,9 @@ class PromptBuilder:
 
     # -- training ----------------------------------------------------------------------
 
-    def training_example(self, text: str, label: str, rationale: str | None, category: str = "") -> tuple[
-        list[int], list[int]
-    ]:
+    def training_example(
+        self, text: str, label: str, rationale: str | None, category: str = ""
+    ) -> tuple[list[int], list[int]]:
         """Token ids of a full conversation and the mask of the assistant's tokens.
 
         An empty or missing rationale gives the empty think block (the FAST format).

@@ -50,7 +50,10 @@ class ServerConfig:
     device: str = field(default="auto", metadata=_opt("Where the model runs.", ["auto", "cpu", "cuda"]))
     dtype: str = field(
         default="auto",
-        metadata=_opt("Weights dtype; auto is bfloat16 on GPU, float32 on CPU.", ["auto", "float32", "bfloat16", "float16"]),
+        metadata=_opt(
+            "Weights dtype; auto is bfloat16 on GPU, float32 on CPU.",
+            ["auto", "float32", "bfloat16", "float16"],
+        ),
     )
     default_mode: str = field(
         default="fast",
@@ -69,9 +72,7 @@ class ServerConfig:
     max_model_len: int | None = field(
         default=None, metadata=_opt("Cap on prompt + rationale tokens; default: the model's context length.")
     )
-    max_engine_batch: int = field(
-        default=32, metadata=_opt("Embedded engine: most sequences in one forward pass.")
-    )
+    max_engine_batch: int = field(default=32, metadata=_opt("Embedded engine: most sequences in one forward pass."))
     max_engine_batch_tokens: int = field(
         default=16384, metadata=_opt("Embedded engine: most padded tokens in one forward pass.")
     )
@@ -81,7 +82,8 @@ class ServerConfig:
     )
     max_message_bytes: int = field(default=64 * 1024 * 1024, metadata=_opt("Largest gRPC message, in bytes."))
     grace_period: float = field(
-        default=10.0, metadata=_opt("Seconds in-flight calls get to finish on SIGTERM before they are cancelled.")
+        default=10.0,
+        metadata=_opt("Seconds in-flight calls get to finish on SIGTERM before they are cancelled."),
     )
     log_level: str = field(default="info", metadata=_opt("Log level.", ["debug", "info", "warning", "error"]))
 

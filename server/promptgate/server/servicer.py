@@ -26,7 +26,12 @@ from .logs import get_logger
 
 log = get_logger("promptgate.server")
 
-_MODES_IN = {pb.MODE_UNSPECIFIED: None, pb.MODE_FAST: Mode.FAST, pb.MODE_REASONED: Mode.REASONED, pb.MODE_AUTO: Mode.AUTO}
+_MODES_IN = {
+    pb.MODE_UNSPECIFIED: None,
+    pb.MODE_FAST: Mode.FAST,
+    pb.MODE_REASONED: Mode.REASONED,
+    pb.MODE_AUTO: Mode.AUTO,
+}
 _MODES_OUT = {Mode.FAST: pb.MODE_FAST, Mode.REASONED: pb.MODE_REASONED, Mode.AUTO: pb.MODE_AUTO}
 _VERDICTS_OUT = {Verdict.BENIGN: pb.VERDICT_BENIGN, Verdict.MALICIOUS: pb.VERDICT_MALICIOUS}
 
@@ -100,7 +105,12 @@ class ClassifierServicer(pb_grpc.ClassifierServiceServicer):
             raise
         except Exception as exc:
             error = as_screening_error(exc)
-            fields = {"rpc": rpc, "id": request_id, "status": error.status_code.name, "latency_ms": _ms(started)}
+            fields = {
+                "rpc": rpc,
+                "id": request_id,
+                "status": error.status_code.name,
+                "latency_ms": _ms(started),
+            }
             if error is exc:
                 log.info("query", error=error.message, **fields)
             else:  # not one of ours: a bug or a broken engine; keep the traceback
@@ -146,9 +156,7 @@ class ClassifierServicer(pb_grpc.ClassifierServiceServicer):
         if self.engine is None:
             await context.abort(grpc.StatusCode.UNAVAILABLE, "the model is loading; retry shortly")
         # All items go to the engine at once: it batches them with everything else in flight.
-        responses = await asyncio.gather(
-            *(self._classify_item("ClassifyBatch", r.id, r) for r in request.requests)
-        )
+        responses = await asyncio.gather(*(self._classify_item("ClassifyBatch", r.id, r) for r in request.requests))
         return pb.ClassifyBatchResponse(responses=responses)
 
     async def ClassifyStream(

@@ -78,7 +78,16 @@ def _corpus(paths: Iterable[Path], profile_texts: Iterable[str], limit: int) -> 
 
 def train_tokenizer(spec: TinyModelSpec, corpus: Iterable[str]):  # -> PreTrainedTokenizerFast
     """A byte-level BPE tokenizer with Qwen's pre-tokenizer, special tokens and chat template."""
-    from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
+    from tokenizers import (
+        AddedToken,
+        Regex,
+        Tokenizer,
+        decoders,
+        models,
+        normalizers,
+        pre_tokenizers,
+        trainers,
+    )
     from transformers import PreTrainedTokenizerFast
 
     tok = Tokenizer(models.BPE())

@@ -210,7 +210,10 @@ class TransformersBackend:
         if width * (len(batch) + 1) > self.max_batch_tokens:
             return False
         # One generate() call shares its length bound and stop tokens.
-        return kind == "score" or (job.max_new_tokens, job.stop_ids) == (batch[0].max_new_tokens, batch[0].stop_ids)
+        return kind == "score" or (job.max_new_tokens, job.stop_ids) == (
+            batch[0].max_new_tokens,
+            batch[0].stop_ids,
+        )
 
     def _pad(self, prompts: Sequence[Sequence[int]]) -> tuple[torch.Tensor, torch.Tensor]:
         # Left padding: every row's last real token sits in the last column, where the

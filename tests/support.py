@@ -1,0 +1,74 @@
+"""Test support: tiny local models and a real server on port 0 in a background thread."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Coroutine
+from pathlib import Path
+from typing import Any, TypeVar
+
+from promptgate.server import ServerConfig, create_server
+from promptgate.server.app import ServerHandle
+from promptgate.server.engine import load_engine
+
+REPO = Path(__file__).resolve().parent.parent
+SHARED_DATA = REPO.parent / "shared" / "data"
+T = TypeVar("T")
+
+
+def corpus_files() -> list[Path]:
+    """Real labelled queries to train the tiny tokenizer on, where the checkout has them."""
+    train = SHARED_DATA / "train.jsonl"
+    return [train] if train.exists() else []
+
+
+class BackgroundServer:
+    """A real promptgate server on 127.0.0.1:0, running its own event loop in a thread.
+
+    The loop lives apart from the tests' so blocking clients (`Client`) and asyncio clients
+    (`AsyncClient`) can both call it. `load=False` leaves the model unloaded (UNAVAILABLE).
+    """
+
+    def __init__(self, config: ServerConfig, *, load: bool = True) -> None:
+        self.config = config
+        self._load = load
+        self.loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self.loop.run_forever, name="promptgate-test-server", daemon=True)
+        self.handle: ServerHandle | None = None
+
+    def __enter__(self) -> BackgroundServer:
+        self._thread.start()
+        self.handle = self.run(self._start())
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    async def _start(self) -> ServerHandle:
+        handle = create_server(self.config)
+        await handle.set_serving(False)
+        await handle.server.start()
+        if self._load:
+            await handle.attach_engine(await load_engine(self.config), self.config)
+        return handle
+
+    async def load_now(self) -> None:
+        assert self.handle is not None
+        await self.handle.attach_engine(await load_engine(self.config), self.config)
+
+    def run(self, coro: Coroutine[Any, Any, T], timeout: float = 300) -> T:
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
+
+    @property
+    def target(self) -> str:
+        assert self.handle is not None
+        return f"127.0.0.1:{self.handle.port}"
+
+    def stop(self) -> None:
+        if self.handle is not None:
+            self.run(self.handle.close(grace=1.0))
+            self.handle = None
+        if self.loop.is_running():
+            self.loop.call_soon_threadsafe(self.loop.stop)
+            self._thread.join(10)

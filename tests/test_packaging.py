@@ -1,0 +1,50 @@
+"""The install and CI promises of the README hold."""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+import tomllib
+
+from promptgate.server.config import ServerConfig
+
+from .support import REPO
+
+
+def readme() -> str:
+    return (REPO / "README.md").read_text(encoding="utf-8")
+
+
+def test_ci_runs_the_readme_test_command_verbatim() -> None:
+    ci = (REPO / ".ci" / "run").read_text(encoding="utf-8")
+    [command] = re.findall(r"^TEST_COMMAND='(.*)'$", ci, flags=re.M)
+    assert f"\n{command}\n" in readme()
+
+
+def test_every_server_setting_is_documented() -> None:
+    text = readme()
+    missing = [
+        f.name
+        for f in dataclasses.fields(ServerConfig)
+        if f"--{f.name.replace('_', '-')}" not in text or f"PROMPTGATE_{f.name.upper()}" not in text
+    ]
+    assert not missing, f"README lacks these settings: {missing}"
+
+
+def test_one_namespace_over_three_folders() -> None:
+    import promptgate
+    import promptgate.client
+    import promptgate.server
+    import promptgate.trainer
+
+    roots = {p.split("/")[-2] for p in promptgate.__path__}
+    assert {"client", "server", "trainer"} <= roots
+    assert not (REPO / "client" / "promptgate" / "__init__.py").exists()
+
+
+def test_base_install_is_the_client_only() -> None:
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    base = " ".join(project["dependencies"])
+    assert "torch" not in base and "transformers" not in base
+    assert {"server", "vllm", "vllm-cpu", "train", "dev"} <= set(project["optional-dependencies"])
+    assert project["scripts"]["promptgate"] == "promptgate.cli:main"
