@@ -190,27 +190,30 @@ class TransformersBackend:
             return []
         # Scoring first: one cheap forward pass that a caller is waiting on right now.
         kind = "score" if any(j.kind == "score" for j in live) else "generate"
-        batch: list[_Job] = []
-        for job in live:
-            if self._fits(job, kind, batch):
+        same_kind = [j for j in live if j.kind == kind]
+        # The oldest job anchors the batch (so nothing starves); the others join by how
+        # close their length is to it, because every row is padded to the longest one.
+        anchor = same_kind[0]
+        by_length = sorted(same_kind[1:], key=lambda j: abs(len(j.prompt) - len(anchor.prompt)))
+        batch = [anchor]
+        for job in by_length:
+            if self._fits(job, batch):
                 batch.append(job)
-            else:
-                self._pending.append(job)
+        chosen = set(map(id, batch))
+        self._pending.extend(j for j in live if id(j) not in chosen)
         if self._pending and self._wakeup is not None:
             self._wakeup.set()
         return batch
 
-    def _fits(self, job: _Job, kind: str, batch: list[_Job]) -> bool:
-        if job.kind != kind or len(batch) >= self.max_batch_size:
+    def _fits(self, job: _Job, batch: list[_Job]) -> bool:
+        if len(batch) >= self.max_batch_size:
             return False
-        if not batch:
-            return True
         # Padded size: every row is as long as the longest prompt.
         width = max(len(job.prompt), *(len(j.prompt) for j in batch))
         if width * (len(batch) + 1) > self.max_batch_tokens:
             return False
         # One generate() call shares its length bound and stop tokens.
-        return kind == "score" or (job.max_new_tokens, job.stop_ids) == (
+        return job.kind == "score" or (job.max_new_tokens, job.stop_ids) == (
             batch[0].max_new_tokens,
             batch[0].stop_ids,
         )
