@@ -1,0 +1,86 @@
+"""Other gRPC stacks: a Node.js client built from proto/ alone, and buf curl over reflection.
+
+Needs node and npm (the npm registry is reachable from CI); `npm ci` installs the pinned
+packages of tests/interop/package-lock.json once into tests/interop/node_modules.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from ..support import REPO, BackgroundServer
+
+INTEROP = REPO / "tests" / "interop"
+PROTO = REPO / "proto"
+
+pytestmark = pytest.mark.skipif(
+    shutil.which("node") is None or shutil.which("npm") is None, reason="node and npm are needed for interop tests"
+)
+
+
+@pytest.fixture(scope="module")
+def node_modules() -> Path:
+    modules = INTEROP / "node_modules"
+    if not (modules / ".package-lock.json").exists():
+        subprocess.run(["npm", "ci", "--no-audit", "--no-fund"], cwd=INTEROP, check=True, timeout=600)
+    return modules
+
+
+def test_buf_lint_passes(node_modules: Path) -> None:
+    out = subprocess.run([str(node_modules / ".bin" / "buf"), "lint"], cwd=PROTO, capture_output=True, text=True)
+    assert out.returncode == 0, out.stdout + out.stderr
+
+
+def test_node_client_from_proto_alone_calls_every_rpc(server: BackgroundServer, node_modules: Path) -> None:
+    out = subprocess.run(
+        ["node", "client.mjs", server.target, str(PROTO)], cwd=INTEROP, capture_output=True, text=True, timeout=120
+    )
+    assert out.returncode == 0, out.stderr
+    summary = json.loads(out.stdout)
+    assert summary["classify"]["id"] == "n1" and summary["classify"]["mode"] == "MODE_FAST"
+    assert summary["classify"]["verdict"] in ("VERDICT_BENIGN", "VERDICT_MALICIOUS")
+    assert [b["id"] for b in summary["batch"]] == ["b0", "b1", "b2"]
+    assert [b["error_code"] for b in summary["batch"]] == [0, 3, 0]  # 3 = INVALID_ARGUMENT
+    assert summary["stream"] == sorted(f"s{i}" for i in range(20))
+    assert summary["info"] == {"profile": "promptgate", "engine": "transformers", "labels": ["benign", "malicious"]}
+    assert summary["invalid"] == {"code": 3, "details": "text is empty"}
+
+
+def buf_curl(node_modules: Path, target: str, method: str, data: str) -> dict:
+    out = subprocess.run(
+        [
+            str(node_modules / ".bin" / "buf"), "curl", "--protocol", "grpc", "--http2-prior-knowledge",
+            "-d", data, f"http://{target}/promptgate.v1.ClassifierService/{method}",
+        ],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    # One JSON object per response message (several for a stream).
+    decoder, text, messages = json.JSONDecoder(), out.stdout.strip(), []
+    while text:
+        message, end = decoder.raw_decode(text)
+        messages.append(message)
+        text = text[end:].strip()
+    return {"messages": messages}
+
+
+def test_buf_curl_over_reflection_calls_every_rpc(server: BackgroundServer, node_modules: Path) -> None:
+    [one] = buf_curl(node_modules, server.target, "Classify", '{"id": "c1", "text": "hi", "mode": "MODE_REASONED"}')[
+        "messages"
+    ]
+    assert one["id"] == "c1" and one["mode"] == "MODE_REASONED" and "verdict" in one
+    [batch] = buf_curl(node_modules, server.target, "ClassifyBatch", '{"requests": [{"text": "a"}, {"text": "b"}]}')[
+        "messages"
+    ]
+    assert len(batch["responses"]) == 2
+    stream = buf_curl(
+        node_modules, server.target, "ClassifyStream", '{"id": "x", "text": "a"} {"id": "y", "text": "b"}'
+    )
+    assert sorted(m["id"] for m in stream["messages"]) == ["x", "y"]
+    [info] = buf_curl(node_modules, server.target, "GetModelInfo", "{}")["messages"]
+    assert info["profile"] == "promptgate"
