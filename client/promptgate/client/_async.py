@@ -12,7 +12,7 @@ from promptgate.v1 import classifier_pb2 as pb
 from promptgate.v1 import classifier_pb2_grpc as pb_grpc
 
 from ._channel import DEFAULT_TARGET, DEFAULT_TIMEOUT, channel_options
-from ._errors import InternalError, from_rpc_error
+from ._errors import InternalError, translated_errors
 from ._types import (
     Classification,
     ItemError,
@@ -67,10 +67,8 @@ class AsyncClient:
         timeout: float | None = None,
     ) -> Classification:
         request = to_request_pb(text, mode=mode, threshold=threshold, id=id)
-        try:
+        with translated_errors():
             response = await self._stub.Classify(request, timeout=self._deadline(timeout))
-        except grpc.RpcError as error:
-            raise from_rpc_error(error) from None
         result = from_response_pb(response)
         if isinstance(result, ItemError):
             raise InternalError(f"server answered Classify with an item error: {result.message}")
@@ -85,10 +83,8 @@ class AsyncClient:
         timeout: float | None = None,
     ) -> list[Classification | ItemError]:
         request = batch_request_pb(items, mode, threshold)
-        try:
+        with translated_errors():
             response = await self._stub.ClassifyBatch(request, timeout=self._deadline(timeout))
-        except grpc.RpcError as error:
-            raise from_rpc_error(error) from None
         return [from_response_pb(r) for r in response.responses]
 
     async def classify_stream(
@@ -109,16 +105,13 @@ class AsyncClient:
 
         call = self._stub.ClassifyStream(requests(), timeout=timeout)
         try:
-            async for response in call:
-                yield from_response_pb(response)
-        except grpc.RpcError as error:
-            raise from_rpc_error(error) from None
+            with translated_errors():
+                async for response in call:
+                    yield from_response_pb(response)
         finally:
             call.cancel()
 
     async def model_info(self, *, timeout: float | None = None) -> ModelInfo:
-        try:
+        with translated_errors():
             info = await self._stub.GetModelInfo(pb.GetModelInfoRequest(), timeout=self._deadline(timeout))
-        except grpc.RpcError as error:
-            raise from_rpc_error(error) from None
         return from_model_info_pb(info)

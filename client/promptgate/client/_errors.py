@@ -13,6 +13,9 @@ PromptgateError
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 import grpc
 
 
@@ -89,3 +92,12 @@ def code_name(value: int) -> str:
     """The name of a google.rpc.Code number (the same numbering as gRPC's)."""
     code = _BY_VALUE.get(value)
     return code.name if code else f"CODE_{value}"
+
+
+@contextmanager
+def translated_errors() -> Iterator[None]:
+    """Raise gRPC failures as the client's exception tree (the cause is dropped: it adds nothing)."""
+    try:
+        yield
+    except grpc.RpcError as error:
+        raise from_rpc_error(error) from None

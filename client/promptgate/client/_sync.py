@@ -11,7 +11,7 @@ from promptgate.v1 import classifier_pb2 as pb
 from promptgate.v1 import classifier_pb2_grpc as pb_grpc
 
 from ._channel import DEFAULT_TARGET, DEFAULT_TIMEOUT, channel_options
-from ._errors import InternalError, from_rpc_error
+from ._errors import InternalError, translated_errors
 from ._types import (
     Classification,
     ItemError,
@@ -70,10 +70,8 @@ class Client:
         timeout: float | None = None,
     ) -> Classification:
         request = to_request_pb(text, mode=mode, threshold=threshold, id=id)
-        try:
+        with translated_errors():
             response = self._stub.Classify(request, timeout=self._deadline(timeout))
-        except grpc.RpcError as error:
-            raise from_rpc_error(error) from None
         result = from_response_pb(response)
         if isinstance(result, ItemError):  # a unary call reports errors as its status
             raise InternalError(f"server answered Classify with an item error: {result.message}")
@@ -89,10 +87,8 @@ class Client:
     ) -> list[Classification | ItemError]:
         """Results in input order; an item the server rejects is an `ItemError`, not an exception."""
         request = batch_request_pb(items, mode, threshold)
-        try:
+        with translated_errors():
             response = self._stub.ClassifyBatch(request, timeout=self._deadline(timeout))
-        except grpc.RpcError as error:
-            raise from_rpc_error(error) from None
         return [from_response_pb(r) for r in response.responses]
 
     def classify_stream(
@@ -111,16 +107,13 @@ class Client:
         requests = (to_request_pb(i, mode=mode, threshold=threshold) for i in items)
         call = self._stub.ClassifyStream(requests, timeout=timeout)
         try:
-            for response in call:
-                yield from_response_pb(response)
-        except grpc.RpcError as error:
-            raise from_rpc_error(error) from None
+            with translated_errors():
+                for response in call:
+                    yield from_response_pb(response)
         finally:
             call.cancel()  # no-op once finished; stops the server's work if we stop early
 
     def model_info(self, *, timeout: float | None = None) -> ModelInfo:
-        try:
+        with translated_errors():
             info = self._stub.GetModelInfo(pb.GetModelInfoRequest(), timeout=self._deadline(timeout))
-        except grpc.RpcError as error:
-            raise from_rpc_error(error) from None
         return from_model_info_pb(info)

@@ -11,32 +11,22 @@ from __future__ import annotations
 import asyncio
 import signal
 from dataclasses import dataclass
-from importlib import metadata
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1._async import HealthServicer
 from grpc_reflection.v1alpha import reflection
 
-from promptgate.profiles import Verdict
 from promptgate.v1 import classifier_pb2 as pb
 from promptgate.v1 import classifier_pb2_grpc as pb_grpc
 
 from .config import ServerConfig
-from .domain import Mode
 from .engine import ScreeningEngine, load_engine
 from .logs import configure_logging, get_logger
-from .servicer import ClassifierServicer
+from .servicer import ClassifierServicer, model_info
 
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["ClassifierService"].full_name
 log = get_logger("promptgate.server")
-
-
-def server_version() -> str:
-    try:
-        return metadata.version("promptgate")
-    except metadata.PackageNotFoundError:
-        return "0+unknown"
 
 
 @dataclass
@@ -87,35 +77,6 @@ def create_server(config: ServerConfig) -> ServerHandle:
     if port == 0:
         raise OSError(f"cannot listen on {config.host}:{config.port}")
     return ServerHandle(server=server, servicer=servicer, health=health, port=port)
-
-
-def model_info(engine: ScreeningEngine, config: ServerConfig) -> pb.GetModelInfoResponse:
-    profile = engine.profile
-    backend = engine.backend
-    verdicts = {Verdict.BENIGN: pb.VERDICT_BENIGN, Verdict.MALICIOUS: pb.VERDICT_MALICIOUS}
-    modes = {Mode.FAST: pb.MODE_FAST, Mode.REASONED: pb.MODE_REASONED, Mode.AUTO: pb.MODE_AUTO}
-    return pb.GetModelInfoResponse(
-        model=engine.model_id,
-        profile=profile.name,
-        labels=[pb.LabelInfo(label=s.text, verdict=verdicts[s.verdict], category=s.category) for s in profile.labels],
-        categories=list(profile.categories),
-        rationale_trained=profile.rationale_trained,
-        engine=backend.name,
-        engine_version=backend.version,
-        device=backend.device,
-        dtype=backend.dtype,
-        default_mode=modes[engine.settings.default_mode],
-        default_threshold=engine.settings.threshold,
-        auto_band=engine.settings.auto_band,
-        limits=pb.Limits(
-            max_text_chars=config.max_text_chars,
-            max_batch_items=config.max_batch_items,
-            max_rationale_tokens=config.max_rationale_tokens,
-            max_message_bytes=config.max_message_bytes,
-        ),
-        server_version=server_version(),
-        system_prompt=profile.system_prompt,
-    )
 
 
 async def serve(config: ServerConfig) -> int:

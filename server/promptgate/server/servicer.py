@@ -11,6 +11,7 @@ import asyncio
 import math
 import time
 from collections.abc import AsyncIterator
+from importlib import metadata
 
 import grpc
 from google.rpc import status_pb2
@@ -20,7 +21,7 @@ from promptgate.v1 import classifier_pb2_grpc as pb_grpc
 
 from .config import ServerConfig
 from .domain import Classification, Mode, Query, Verdict
-from .engine import Engine
+from .engine import Engine, ScreeningEngine
 from .errors import InvalidInput, NotReady, ScreeningError, as_screening_error
 from .logs import get_logger
 
@@ -210,3 +211,40 @@ class ClassifierServicer(pb_grpc.ClassifierServiceServicer):
 
 def _ms(started: float) -> float:
     return round((time.perf_counter() - started) * 1000, 2)
+
+
+def model_info(engine: ScreeningEngine, config: ServerConfig) -> pb.GetModelInfoResponse:
+    """GetModelInfo's answer, built once when the engine is attached."""
+    profile = engine.profile
+    backend = engine.backend
+    return pb.GetModelInfoResponse(
+        model=engine.model_id,
+        profile=profile.name,
+        labels=[
+            pb.LabelInfo(label=s.text, verdict=_VERDICTS_OUT[s.verdict], category=s.category) for s in profile.labels
+        ],
+        categories=list(profile.categories),
+        rationale_trained=profile.rationale_trained,
+        engine=backend.name,
+        engine_version=backend.version,
+        device=backend.device,
+        dtype=backend.dtype,
+        default_mode=_MODES_OUT[engine.settings.default_mode],
+        default_threshold=engine.settings.threshold,
+        auto_band=engine.settings.auto_band,
+        limits=pb.Limits(
+            max_text_chars=config.max_text_chars,
+            max_batch_items=config.max_batch_items,
+            max_rationale_tokens=config.max_rationale_tokens,
+            max_message_bytes=config.max_message_bytes,
+        ),
+        server_version=server_version(),
+        system_prompt=profile.system_prompt,
+    )
+
+
+def server_version() -> str:
+    try:
+        return metadata.version("promptgate")
+    except metadata.PackageNotFoundError:
+        return "0+unknown"
