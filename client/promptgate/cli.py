@@ -165,6 +165,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except PromptgateError as exc:
         print(f"promptgate {args.command}: {exc}", file=sys.stderr)
         return EXIT_FAILED
+    except BrokenPipeError:  # `promptgate classify ... | head`: the reader has all it wants
+        sys.stderr.close()
+        return EXIT_OK
     return EXIT_USAGE
 
 
