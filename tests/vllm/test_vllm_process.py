@@ -1,0 +1,86 @@
+"""`promptgate serve --engine vllm` as a process: serves, and exits non-zero when the engine dies."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from promptgate.client import Client
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _descendants(pid: int) -> list[int]:
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                stat = Path(f"/proc/{entry}/stat").read_text()
+            except OSError:
+                continue
+            ppid = int(stat.rsplit(")", 1)[1].split()[1])
+            children.setdefault(ppid, []).append(int(entry))
+    found, stack = [], [pid]
+    while stack:
+        for child in children.get(stack.pop(), []):
+            found.append(child)
+            stack.append(child)
+    return found
+
+
+def _wait_serving(target: str, timeout: float = 180) -> None:
+    with grpc.insecure_channel(target) as channel:
+        health = health_pb2_grpc.HealthStub(channel)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                if (
+                    health.Check(health_pb2.HealthCheckRequest(), timeout=2).status
+                    == health_pb2.HealthCheckResponse.SERVING
+                ):
+                    return
+            except grpc.RpcError:
+                pass
+            time.sleep(0.25)
+    raise AssertionError("server never became SERVING")
+
+
+def test_engine_death_turns_not_serving_and_exits_non_zero(tiny_model: Path) -> None:
+    port = _free_port()
+    cmd = [
+        sys.executable, "-m", "promptgate.cli", "serve", "--model", str(tiny_model), "--engine", "vllm",
+        "--host", "127.0.0.1", "--port", str(port), "--dtype", "float32", "--enforce-eager", "true",
+        "--kv-cache-memory-gib", "0.5", "--max-model-len", "2048", "--grace-period", "2",
+    ]  # fmt: skip
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        _wait_serving(f"127.0.0.1:{port}")
+        with Client(f"127.0.0.1:{port}", timeout=60) as client:
+            assert client.model_info().engine == "vllm"
+            assert client.classify("hello", mode="fast").mode.value == "fast"
+        engine_processes = _descendants(proc.pid)
+        assert engine_processes, "vLLM runs its engine core in child processes"
+        for pid in engine_processes:
+            os.kill(pid, signal.SIGKILL)
+        _, stderr = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == 1, stderr[-3000:]
+    events = [json.loads(line).get("event") for line in stderr.splitlines() if line.startswith("{")]
+    assert "engine died" in events
+    assert events.index("engine died") < events.index("shutting down") < events.index("stopped")
