@@ -95,7 +95,7 @@ class ServerConfig:
         default=False,
         metadata=_opt("vLLM: skip CUDA graphs and torch.compile (starts faster, runs slower); true or false."),
     )
-    max_engine_batch: int = field(default=32, metadata=_opt("Embedded engine: most sequences in one forward pass."))
+    max_engine_batch: int = field(default=32, metadata=_opt("Transformers engine: most sequences in one forward pass."))
     max_engine_batch_tokens: int = field(
         default=16384, metadata=_opt("Transformers engine: most padded tokens in one forward pass.")
     )
