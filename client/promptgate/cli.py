@@ -55,6 +55,9 @@ def build_parser(environ: dict[str, str] | os._Environ[str]) -> argparse.Argumen
     tiny.add_argument("out", help="output directory")
     tiny.add_argument("--profile", default="promptgate", help="built-in profile written as promptgate.json")
     tiny.add_argument("--corpus", nargs="*", default=[], help="text/JSONL files to train the tokenizer on")
+    tiny.add_argument(
+        "--shape", default="tiny", choices=["tiny", "qwen3-0.6b"], help="qwen3-0.6b: the real model's exact shape"
+    )
     return parser
 
 
@@ -141,11 +144,11 @@ def _info(args: argparse.Namespace) -> int:
 
 def _tiny_model(args: argparse.Namespace) -> int:
     try:
-        from promptgate.trainer.tiny_model import build_tiny_model
+        from promptgate.trainer.tiny_model import SHAPES, build_tiny_model
     except ImportError:
         print(f"promptgate tiny-model: {_SERVER_EXTRA_HINT}", file=sys.stderr)
         return EXIT_FAILED
-    out = build_tiny_model(args.out, profile=args.profile, corpus_files=args.corpus)
+    out = build_tiny_model(args.out, profile=args.profile, corpus_files=args.corpus, spec=SHAPES[args.shape])
     print(out)
     return EXIT_OK
 

@@ -53,6 +53,26 @@ class TinyModelSpec:
     head_dim: int = 64
     max_position_embeddings: int = 8192
     seed: int = 0
+    # Rows of the embedding / LM head; None: the tokenizer's size. Larger than the tokenizer
+    # is fine (rows it never produces), and it lets a benchmark model have the real head cost.
+    model_vocab_size: int | None = None
+    dtype: str = "float32"
+
+
+# The exact shape of Qwen3-0.6B (its config.json): speed does not depend on the weights, so a
+# random-weight model of this shape measures the real serving cost where no hub is reachable.
+QWEN3_0_6B = TinyModelSpec(
+    hidden_size=1024,
+    intermediate_size=3072,
+    num_hidden_layers=28,
+    num_attention_heads=16,
+    num_key_value_heads=8,
+    head_dim=128,
+    max_position_embeddings=40960,
+    model_vocab_size=151936,
+    dtype="bfloat16",
+)
+SHAPES = {"tiny": TinyModelSpec(), "qwen3-0.6b": QWEN3_0_6B}
 
 
 def _corpus(paths: Iterable[Path], profile_texts: Iterable[str], limit: int) -> Iterator[str]:
@@ -140,7 +160,7 @@ def build_tiny_model(
     tokenizer = train_tokenizer(spec, _corpus([Path(p) for p in corpus_files], profile_texts, corpus_limit))
     ids = {t: tokenizer.convert_tokens_to_ids(t) for t in SPECIAL_TOKENS}
     config = Qwen3Config(
-        vocab_size=len(tokenizer),
+        vocab_size=spec.model_vocab_size or len(tokenizer),
         hidden_size=spec.hidden_size,
         intermediate_size=spec.intermediate_size,
         num_hidden_layers=spec.num_hidden_layers,
@@ -152,10 +172,10 @@ def build_tiny_model(
         bos_token_id=ids["<|endoftext|>"],
         eos_token_id=ids["<|im_end|>"],
         pad_token_id=ids["<|endoftext|>"],
-        dtype="float32",
+        dtype=spec.dtype,
     )
     torch.manual_seed(spec.seed)
-    model = Qwen3ForCausalLM(config)
+    model = Qwen3ForCausalLM(config).to(getattr(torch, spec.dtype))
     model.generation_config = GenerationConfig(
         eos_token_id=[ids["<|im_end|>"], ids["<|endoftext|>"]],
         pad_token_id=ids["<|endoftext|>"],

@@ -1,0 +1,192 @@
+"""Engine benchmark: FAST / REASONED / AUTO throughput and latency through the real server.
+
+For each engine it starts `promptgate serve` in its own process (the time from launch to
+health SERVING is the start time), drives closed-loop `Classify` calls at a fixed
+concurrency from this process, and reports queries/s and latency percentiles per mode.
+
+    # CPU, tiny model, both engines (one run, so the ratios compare like with like)
+    python bench/engines.py --engines vllm transformers
+    # GPU: a random-weight model of Qwen3-0.6B's exact shape, rationales forced to 64 tokens
+    python bench/engines.py --engines vllm --shape qwen3-0.6b --rationale-tokens 64 \\
+        --fast-queries 20000 --reasoned-queries 2000 --concurrency 256
+
+Speed does not depend on the weights; with random weights the model practically never writes
+`</think>`, so every rationale runs to --rationale-tokens (the forced length).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+DATA = REPO.parent / "shared" / "data"
+
+
+def load_queries(n: int, max_chars: int) -> list[str]:
+    test = DATA / "test.jsonl"
+    if test.exists():
+        with open(test, encoding="utf-8") as fh:
+            texts = [json.loads(line)["text"][:max_chars] for line in fh]
+    else:
+        texts = [f"Example query {i}: please summarise this paragraph about solar power." for i in range(100)]
+    return [texts[i % len(texts)] for i in range(n)]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_serving(target: str, proc: subprocess.Popen[bytes], timeout: float) -> None:
+    import grpc
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    deadline = time.monotonic() + timeout
+    with grpc.insecure_channel(target) as channel:
+        health = health_pb2_grpc.HealthStub(channel)
+        while time.monotonic() < deadline:
+            if proc.poll() is not None:
+                raise RuntimeError(f"server exited with {proc.returncode}")
+            try:
+                status = health.Check(health_pb2.HealthCheckRequest(), timeout=2).status
+                if status == health_pb2.HealthCheckResponse.SERVING:
+                    return
+            except grpc.RpcError:
+                pass
+            time.sleep(0.1)
+    raise TimeoutError("server did not become SERVING")
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+async def closed_loop(target: str, queries: list[str], mode: str, concurrency: int) -> dict[str, float]:
+    from promptgate.client import AsyncClient
+
+    latencies: list[float] = []
+    escalated = 0
+    async with AsyncClient(target, timeout=3600) as client:
+        await client.classify("warm up the connection", mode=mode)
+        queue = list(reversed(queries))
+
+        async def worker() -> None:
+            nonlocal escalated
+            while queue:
+                text = queue.pop()
+                start = time.perf_counter()
+                result = await client.classify(text, mode=mode)
+                latencies.append(time.perf_counter() - start)
+                escalated += result.mode.value == "reasoned"
+
+        start = time.perf_counter()
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+        elapsed = time.perf_counter() - start
+    return {
+        "queries": len(queries),
+        "qps": round(len(queries) / elapsed, 2),
+        "p50_ms": round(percentile(latencies, 0.50) * 1000, 1),
+        "p90_ms": round(percentile(latencies, 0.90) * 1000, 1),
+        "p99_ms": round(percentile(latencies, 0.99) * 1000, 1),
+        "escalated_share": round(escalated / len(queries), 3),
+    }
+
+
+def bench_engine(engine: str, model: str, args: argparse.Namespace) -> dict[str, object]:
+    port = free_port()
+    target = f"127.0.0.1:{port}"
+    cmd = [
+        sys.executable, "-m", "promptgate.cli", "serve", "--model", model, "--engine", engine,
+        "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning",
+        "--max-rationale-tokens", str(args.rationale_tokens), "--max-text-chars", str(args.max_chars),
+    ]  # fmt: skip
+    if args.dtype:
+        cmd += ["--dtype", args.dtype]
+    if engine == "vllm" and args.enforce_eager:
+        cmd += ["--enforce-eager", "true"]
+    env = dict(os.environ)
+    cpus = os.cpu_count() or 1
+    env.setdefault("VLLM_CPU_OMP_THREADS_BIND", f"0-{cpus - 1}")
+    env.setdefault("VLLM_CPU_NUM_OF_RESERVED_CPU", "0")
+    launched = time.perf_counter()
+    proc = subprocess.Popen(cmd, env=env)
+    try:
+        wait_serving(target, proc, timeout=900)
+        start_s = time.perf_counter() - launched
+        results: dict[str, object] = {"engine": engine, "start_s": round(start_s, 1)}
+        for mode, n in (("fast", args.fast_queries), ("reasoned", args.reasoned_queries), ("auto", args.auto_queries)):
+            if n:
+                queries = load_queries(n, args.max_chars)
+                results[mode] = asyncio.run(closed_loop(target, queries, mode, args.concurrency))
+        return results
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(120)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--engines", nargs="+", default=["vllm", "transformers"], choices=["vllm", "transformers"])
+    parser.add_argument("--model", help="model directory (default: build one of --shape)")
+    parser.add_argument("--shape", default="tiny", choices=["tiny", "qwen3-0.6b"])
+    parser.add_argument("--dtype", default=None, help="passed to --dtype (default: the server's)")
+    parser.add_argument("--fast-queries", type=int, default=1000)
+    parser.add_argument("--reasoned-queries", type=int, default=100)
+    parser.add_argument("--auto-queries", type=int, default=0)
+    parser.add_argument("--concurrency", type=int, default=32)
+    parser.add_argument("--rationale-tokens", type=int, default=32)
+    parser.add_argument("--max-chars", type=int, default=2000, help="queries are cut to this length")
+    parser.add_argument("--enforce-eager", action="store_true", help="vLLM: no CUDA graphs / compile")
+    parser.add_argument("--out", type=Path, help="write the results as JSON here too")
+    args = parser.parse_args()
+
+    model = args.model
+    if model is None:
+        from promptgate.trainer.tiny_model import SHAPES, build_tiny_model
+
+        train = DATA / "train.jsonl"
+        model = str(
+            build_tiny_model(
+                Path(tempfile.mkdtemp(prefix="promptgate-bench-")) / args.shape,
+                corpus_files=[train] if train.exists() else [],
+                spec=SHAPES[args.shape],
+            )
+        )
+    report = {
+        "model": model,
+        "shape": args.shape,
+        "cpu_count": os.cpu_count(),
+        "concurrency": args.concurrency,
+        "rationale_tokens": args.rationale_tokens,
+        "engines": [bench_engine(e, model, args) for e in args.engines],
+    }
+    by_engine = {r["engine"]: r for r in report["engines"]}
+    if {"vllm", "transformers"} <= set(by_engine):
+        v, t = by_engine["vllm"], by_engine["transformers"]
+        report["vllm_over_transformers"] = {
+            mode: round(v[mode]["qps"] / t[mode]["qps"], 2) for mode in ("fast", "reasoned", "auto") if mode in v
+        }
+    text = json.dumps(report, indent=2)
+    print(text)
+    if args.out:
+        args.out.write_text(text + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
