@@ -5,9 +5,9 @@ health SERVING is the start time), drives closed-loop `Classify` calls at a fixe
 concurrency from this process, and reports queries/s and latency percentiles per mode.
 
     # CPU, tiny model, both engines (one run, so the ratios compare like with like)
-    python bench/engines.py --engines vllm transformers
+    python -m bench.engines --engines vllm transformers
     # GPU: a random-weight model of Qwen3-0.6B's exact shape, rationales forced to 64 tokens
-    python bench/engines.py --engines vllm --shape qwen3-0.6b --rationale-tokens 64 \\
+    python -m bench.engines --engines vllm --shape qwen3-0.6b --rationale-tokens 64 \\
         --fast-queries 20000 --reasoned-queries 2000 --concurrency 256
 
 Speed does not depend on the weights; with random weights the model practically never writes
@@ -20,52 +20,12 @@ import argparse
 import asyncio
 import json
 import os
-import signal
-import socket
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
-DATA = REPO.parent / "shared" / "data"
-
-
-def load_queries(n: int, max_chars: int) -> list[str]:
-    test = DATA / "test.jsonl"
-    if test.exists():
-        with open(test, encoding="utf-8") as fh:
-            texts = [json.loads(line)["text"][:max_chars] for line in fh]
-    else:
-        texts = [f"Example query {i}: please summarise this paragraph about solar power." for i in range(100)]
-    return [texts[i % len(texts)] for i in range(n)]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_serving(target: str, proc: subprocess.Popen[bytes], timeout: float) -> None:
-    import grpc
-    from grpc_health.v1 import health_pb2, health_pb2_grpc
-
-    deadline = time.monotonic() + timeout
-    with grpc.insecure_channel(target) as channel:
-        health = health_pb2_grpc.HealthStub(channel)
-        while time.monotonic() < deadline:
-            if proc.poll() is not None:
-                raise RuntimeError(f"server exited with {proc.returncode}")
-            try:
-                status = health.Check(health_pb2.HealthCheckRequest(), timeout=2).status
-                if status == health_pb2.HealthCheckResponse.SERVING:
-                    return
-            except grpc.RpcError:
-                pass
-            time.sleep(0.1)
-    raise TimeoutError("server did not become SERVING")
+from bench._util import load_queries, serving, tokenizer_corpus
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -105,38 +65,27 @@ async def closed_loop(target: str, queries: list[str], mode: str, concurrency: i
 
 
 def bench_engine(engine: str, model: str, args: argparse.Namespace) -> dict[str, object]:
-    port = free_port()
-    target = f"127.0.0.1:{port}"
-    cmd = [
-        sys.executable, "-m", "promptgate.cli", "serve", "--model", model, "--engine", engine,
-        "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning",
-        "--max-rationale-tokens", str(args.rationale_tokens), "--max-text-chars", str(args.max_chars),
-    ]  # fmt: skip
+    flags = [
+        "--engine",
+        engine,
+        "--max-rationale-tokens",
+        str(args.rationale_tokens),
+        "--max-text-chars",
+        str(args.max_chars),
+    ]
     if args.dtype:
-        cmd += ["--dtype", args.dtype]
+        flags += ["--dtype", args.dtype]
+    if args.max_model_len:
+        flags += ["--max-model-len", str(args.max_model_len)]
     if engine == "vllm" and args.enforce_eager:
-        cmd += ["--enforce-eager", "true"]
-    env = dict(os.environ)
-    cpus = os.cpu_count() or 1
-    env.setdefault("VLLM_CPU_OMP_THREADS_BIND", f"0-{cpus - 1}")
-    env.setdefault("VLLM_CPU_NUM_OF_RESERVED_CPU", "0")
-    launched = time.perf_counter()
-    proc = subprocess.Popen(cmd, env=env)
-    try:
-        wait_serving(target, proc, timeout=900)
-        start_s = time.perf_counter() - launched
+        flags += ["--enforce-eager", "true"]
+    with serving(model, flags) as (target, start_s):
         results: dict[str, object] = {"engine": engine, "start_s": round(start_s, 1)}
         for mode, n in (("fast", args.fast_queries), ("reasoned", args.reasoned_queries), ("auto", args.auto_queries)):
             if n:
                 queries = load_queries(n, args.max_chars)
                 results[mode] = asyncio.run(closed_loop(target, queries, mode, args.concurrency))
         return results
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(120)
-        except subprocess.TimeoutExpired:
-            proc.kill()
 
 
 def main() -> int:
@@ -151,6 +100,9 @@ def main() -> int:
     parser.add_argument("--concurrency", type=int, default=32)
     parser.add_argument("--rationale-tokens", type=int, default=32)
     parser.add_argument("--max-chars", type=int, default=2000, help="queries are cut to this length")
+    parser.add_argument(
+        "--max-model-len", type=int, default=4096, help="context the engine reserves KV cache for (0: the model's)"
+    )
     parser.add_argument("--enforce-eager", action="store_true", help="vLLM: no CUDA graphs / compile")
     parser.add_argument("--out", type=Path, help="write the results as JSON here too")
     args = parser.parse_args()
@@ -159,11 +111,10 @@ def main() -> int:
     if model is None:
         from promptgate.trainer.tiny_model import SHAPES, build_tiny_model
 
-        train = DATA / "train.jsonl"
         model = str(
             build_tiny_model(
                 Path(tempfile.mkdtemp(prefix="promptgate-bench-")) / args.shape,
-                corpus_files=[train] if train.exists() else [],
+                corpus_files=tokenizer_corpus(),
                 spec=SHAPES[args.shape],
             )
         )

@@ -4,7 +4,7 @@ The baseline is the seed detector's loop (rival-ai's NarasimhaAttackDetector): f
 query, render the chat template, `model.generate(max_new_tokens=100, do_sample=False)`,
 parse the text. promptgate's FAST reads the verdict from one batched forward pass.
 
-    python bench/fast_vs_generate.py [--model DIR] [--queries N] [--baseline-queries M]
+    python -m bench.fast_vs_generate [--model DIR] [--queries N] [--baseline-queries M]
 
 Without --model it builds the tiny random-weight Qwen3-shaped model. The server runs in its
 own process (`promptgate serve`); the load comes from this one.
@@ -16,31 +16,12 @@ import argparse
 import asyncio
 import json
 import os
-import signal
-import socket
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
-DATA = REPO.parent / "shared" / "data" / "test.jsonl"
-
-
-def load_queries(n: int) -> list[str]:
-    if DATA.exists():
-        with open(DATA, encoding="utf-8") as fh:
-            texts = [json.loads(line)["text"] for line in fh]
-    else:
-        texts = [f"Example query number {i}: please help me with my homework." for i in range(n)]
-    return [texts[i % len(texts)][:2000] for i in range(n)]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from bench._util import load_queries, serving, tokenizer_corpus
 
 
 async def drive_server(target: str, queries: list[str], concurrency: int) -> dict[str, float]:
@@ -106,25 +87,11 @@ def main() -> int:
     if model_dir is None:
         from promptgate.trainer.tiny_model import build_tiny_model
 
-        train = DATA.with_name("train.jsonl")
-        model_dir = str(build_tiny_model(Path(workdir) / "tiny", corpus_files=[train] if train.exists() else []))
+        model_dir = str(build_tiny_model(Path(workdir) / "tiny", corpus_files=tokenizer_corpus()))
 
-    queries = load_queries(args.queries)
-    port = free_port()
-    server = subprocess.Popen(
-        [sys.executable, "-m", "promptgate.cli", "serve", "--model", model_dir, "--host", "127.0.0.1",
-         "--port", str(port), "--log-level", "warning", "--max-text-chars", "4000"],
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
-    )  # fmt: skip
-    try:
-        from promptgate.client import Client
-
-        with Client(f"127.0.0.1:{port}", timeout=120) as client:
-            client.model_info()  # retried (UNAVAILABLE) until loaded
-        served = asyncio.run(drive_server(f"127.0.0.1:{port}", queries, args.concurrency))
-    finally:
-        server.send_signal(signal.SIGTERM)
-        server.wait(60)
+    queries = load_queries(args.queries, 2000)
+    with serving(model_dir, ["--max-text-chars", "4000"]) as (target, _):
+        served = asyncio.run(drive_server(target, queries, args.concurrency))
     baseline = seed_loop(model_dir, queries[: args.baseline_queries], args.max_new_tokens)
     report = {
         "model": model_dir,

@@ -2,20 +2,16 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
-import grpc
 import pytest
-from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from ..support import BackgroundServer
+from ..support import BackgroundServer, free_port, wait_serving
 
 CLI = [sys.executable, "-m", "promptgate.cli"]
 
@@ -76,16 +72,8 @@ def test_serve_bad_config_is_a_usage_error() -> None:
     assert out.returncode == 2 and "PROMPTGATE_THRESHOLD" in out.stderr
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_serve_loads_serves_and_stops_cleanly_on_sigterm(tiny_model: Path) -> None:
-    port = _free_port()
+    port = free_port()
     proc = subprocess.Popen(
         [
             *CLI,
@@ -104,15 +92,7 @@ def test_serve_loads_serves_and_stops_cleanly_on_sigterm(tiny_model: Path) -> No
         text=True,
     )
     try:
-        with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
-            health = health_pb2_grpc.HealthStub(channel)
-            deadline = time.monotonic() + 90
-            status = None
-            while time.monotonic() < deadline and status != health_pb2.HealthCheckResponse.SERVING:
-                with contextlib.suppress(grpc.RpcError):
-                    status = health.Check(health_pb2.HealthCheckRequest(), timeout=2).status
-                time.sleep(0.2)
-            assert status == health_pb2.HealthCheckResponse.SERVING
+        wait_serving(f"127.0.0.1:{port}", timeout=90)
         out = run_cli("classify", "--target", f"127.0.0.1:{port}", "--mode", "reasoned", "hi there")
         assert out.returncode == 0, out.stderr
         proc.send_signal(signal.SIGTERM)

@@ -5,22 +5,13 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
-
-import grpc
-from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from promptgate.client import Client
 
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from ..support import free_port, wait_serving
 
 
 def _descendants(pid: int) -> list[int]:
@@ -41,25 +32,8 @@ def _descendants(pid: int) -> list[int]:
     return found
 
 
-def _wait_serving(target: str, timeout: float = 180) -> None:
-    with grpc.insecure_channel(target) as channel:
-        health = health_pb2_grpc.HealthStub(channel)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            try:
-                if (
-                    health.Check(health_pb2.HealthCheckRequest(), timeout=2).status
-                    == health_pb2.HealthCheckResponse.SERVING
-                ):
-                    return
-            except grpc.RpcError:
-                pass
-            time.sleep(0.25)
-    raise AssertionError("server never became SERVING")
-
-
 def test_engine_death_turns_not_serving_and_exits_non_zero(tiny_model: Path) -> None:
-    port = _free_port()
+    port = free_port()
     cmd = [
         sys.executable, "-m", "promptgate.cli", "serve", "--model", str(tiny_model), "--engine", "vllm",
         "--host", "127.0.0.1", "--port", str(port), "--dtype", "float32", "--enforce-eager", "true",
@@ -67,7 +41,7 @@ def test_engine_death_turns_not_serving_and_exits_non_zero(tiny_model: Path) -> 
     ]  # fmt: skip
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
-        _wait_serving(f"127.0.0.1:{port}")
+        wait_serving(f"127.0.0.1:{port}")
         with Client(f"127.0.0.1:{port}", timeout=60) as client:
             assert client.model_info().engine == "vllm"
             assert client.classify("hello", mode="fast").mode.value == "fast"
