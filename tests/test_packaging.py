@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import dataclasses
 import re
+import subprocess
+import sys
 import tomllib
+import zipfile
+from pathlib import Path
 
 from promptgate.server.config import ServerConfig
 
@@ -48,3 +52,22 @@ def test_base_install_is_the_client_only() -> None:
     assert "torch" not in base and "transformers" not in base
     assert {"server", "vllm", "vllm-cpu", "train", "dev"} <= set(project["optional-dependencies"])
     assert project["scripts"]["promptgate"] == "promptgate.cli:main"
+
+
+def test_wheel_merges_the_three_folders_into_one_namespace(tmp_path: Path) -> None:
+    build = [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(tmp_path)]
+    subprocess.run([*build, str(REPO)], check=True, timeout=300)
+    [wheel] = tmp_path.glob("promptgate-*.whl")
+    names = zipfile.ZipFile(wheel).namelist()
+    for module in (
+        "promptgate/cli.py",
+        "promptgate/client/__init__.py",
+        "promptgate/v1/classifier_pb2.py",
+        "promptgate/v1/classifier_pb2.pyi",
+        "promptgate/server/app.py",
+        "promptgate/profiles/qwen3.jinja",
+        "promptgate/trainer/tiny_model.py",
+    ):
+        assert module in names, module
+    assert "promptgate/__init__.py" not in names  # a PEP 420 namespace, as in the source tree
+    assert not any(n.startswith(("tests/", "client/", "server/", "trainer/")) for n in names)
