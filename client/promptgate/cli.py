@@ -1,4 +1,4 @@
-"""The `promptgate` command: serve, classify, info, tiny-model.
+"""The `promptgate` command: serve, classify, info, screen, tiny-model.
 
 This is the entry point: the only place that reads the environment. The client commands
 need only the base install; `serve` and `tiny-model` need the `server` extra.
@@ -7,10 +7,12 @@ need only the base install; `serve` and `tiny-model` need the `server` extra.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from promptgate.client import Classification, Client, ItemError, PromptgateError
 
@@ -48,6 +50,39 @@ def build_parser(environ: dict[str, str] | os._Environ[str]) -> argparse.Argumen
     info = sub.add_parser("info", help="describe the served model")
     info.add_argument("--target", default=_target_default(environ), help=target_help)
     info.add_argument("--json", action="store_true", help="print JSON")
+
+    screen = sub.add_parser(
+        "screen",
+        help="screen logged queries in bulk (JSONL, CSV, TSV, text; .gz; '-' for stdin), resumably",
+        description="Screen logged queries in bulk. Output: one JSON line per query; bad records go to the "
+        "rejects file with their reason. Kill it at any moment and rerun with --resume: every input record "
+        "ends up in the output or the rejects exactly once.",
+    )
+    screen.add_argument("inputs", nargs="+", metavar="INPUT", help="files to screen; '-' reads stdin")
+    screen.add_argument("--out", required=True, type=Path, help="output JSONL (appended to with --resume)")
+    screen.add_argument("--rejects", type=Path, help="rejects JSONL (default: OUT with .rejects.jsonl)")
+    where = screen.add_mutually_exclusive_group()
+    where.add_argument("--target", help=target_help)
+    where.add_argument("--local", metavar="MODEL", help="run the engine in this process on MODEL (server extra)")
+    where.add_argument("--ray", action="store_true", help="run as a Ray Data pipeline (see README)")
+    screen.add_argument("--ray-model", metavar="MODEL", help="--ray: the model every Ray worker loads")
+    screen.add_argument(
+        "--engine", default="auto", choices=["auto", "vllm", "transformers"], help="--local/--ray engine"
+    )
+    screen.add_argument("--profile", help="--local/--ray: model profile (default: from the model)")
+    screen.add_argument("--format", default="auto", choices=["auto", "jsonl", "csv", "tsv", "text"])
+    screen.add_argument("--text-field", default="text", help="JSONL key / CSV column of the query (default: text)")
+    screen.add_argument(
+        "--id-field", default="id", help="JSONL key / CSV column of the id (default: id, else line number)"
+    )
+    screen.add_argument("--mode", choices=["fast", "reasoned", "auto"], default=None, help="default: the server's")
+    screen.add_argument("--threshold", type=float, default=None)
+    screen.add_argument("--rationale", action="store_true", help="write the rationale field (REASONED/AUTO)")
+    screen.add_argument("--resume", action="store_true", help="continue into existing output files")
+    screen.add_argument("--window", type=int, default=256, help="queries in flight at most (memory stays flat)")
+    screen.add_argument("--summary-json", type=Path, help="also write the summary as JSON here")
+    screen.add_argument("--top", type=int, default=10, help="flagged queries listed in the summary")
+    screen.add_argument("--quiet", action="store_true", help="no progress bar and no summary on stderr")
 
     tiny = sub.add_parser(
         "tiny-model", help="build a tiny random-weight Qwen3-shaped model (tests, offline smoke runs)"
@@ -142,6 +177,71 @@ def _info(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _screen(args: argparse.Namespace, environ: dict[str, str] | os._Environ[str]) -> int:
+    import asyncio
+
+    from promptgate.screen import OutputError, ScreenOptions, write_summary_json
+
+    if args.window < 1:
+        print("promptgate screen: --window must be >= 1", file=sys.stderr)
+        return EXIT_USAGE
+    options = ScreenOptions(
+        inputs=args.inputs,
+        out=args.out,
+        rejects=args.rejects or args.out.with_name(args.out.name.removesuffix(".jsonl") + ".rejects.jsonl"),
+        fmt=args.format,
+        text_field=args.text_field,
+        id_field=args.id_field,
+        mode=args.mode,
+        threshold=args.threshold,
+        rationale=args.rationale,
+        resume=args.resume,
+        window=args.window,
+        top=args.top,
+        progress=not args.quiet and sys.stderr.isatty(),
+    )
+    if args.ray:
+        from promptgate.screen.ray_pipeline import run_ray
+
+        if not args.ray_model:
+            print("promptgate screen --ray: --ray-model is required", file=sys.stderr)
+            return EXIT_USAGE
+        summary = run_ray(options, args.ray_model, engine=args.engine, profile=args.profile)
+    else:
+        try:
+            summary = asyncio.run(_screen_async(options, args, environ))
+        except (OutputError, ValueError, OSError) as exc:
+            print(f"promptgate screen: {exc}", file=sys.stderr)
+            return EXIT_FAILED
+    if args.summary_json:
+        write_summary_json(summary, args.summary_json)
+    if not args.quiet:
+        print(summary.render(), file=sys.stderr)
+    return EXIT_OK
+
+
+async def _screen_async(options, args: argparse.Namespace, environ: dict[str, str] | os._Environ[str]):
+    from promptgate.screen import LocalScreener, RemoteScreener, run_screen
+
+    if args.local:
+        try:
+            from promptgate.server.config import ServerConfig
+        except ImportError:
+            raise ValueError(f"--local: {_SERVER_EXTRA_HINT}") from None
+        # PROMPTGATE_* settings apply to the in-process engine as they would to a server.
+        config = dataclasses.replace(
+            ServerConfig.from_sources(None, environ), model=args.local, engine=args.engine, profile=args.profile
+        )
+        screener = await LocalScreener.load(config, mode=args.mode, threshold=args.threshold, window=options.window)
+    else:
+        target = args.target or _target_default(environ)
+        screener = await RemoteScreener.connect(target, mode=args.mode, threshold=args.threshold, window=options.window)
+    try:
+        return await run_screen(options, screener)
+    finally:
+        await screener.close()
+
+
 def _tiny_model(args: argparse.Namespace) -> int:
     try:
         from promptgate.trainer.tiny_model import SHAPES, build_tiny_model
@@ -163,6 +263,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _classify(args)
         if args.command == "info":
             return _info(args)
+        if args.command == "screen":
+            return _screen(args, environ)
+        if args.command == "screen":
+            return _screen(args, environ)
         if args.command == "tiny-model":
             return _tiny_model(args)
     except PromptgateError as exc:

@@ -8,6 +8,7 @@ statuses through the one table in `errors.py`.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import math
 import time
 from collections.abc import AsyncIterator
@@ -16,6 +17,7 @@ from importlib import metadata
 import grpc
 from google.rpc import status_pb2
 
+from promptgate._streams import map_unordered
 from promptgate.v1 import classifier_pb2 as pb
 from promptgate.v1 import classifier_pb2_grpc as pb_grpc
 
@@ -165,41 +167,20 @@ class ClassifierServicer(pb_grpc.ClassifierServiceServicer):
     ) -> AsyncIterator[pb.ClassifyResponse]:
         if self.engine is None:
             await context.abort(grpc.StatusCode.UNAVAILABLE, "the model is loading; retry shortly")
-        # Flow control: a slot is taken when a query is read and given back only once its
-        # response has been handed to gRPC, so queries in flight plus responses waiting on
-        # a slow reader never exceed max_stream_inflight; past it we stop reading.
-        slots = asyncio.Semaphore(self.config.max_stream_inflight)
-        done: asyncio.Queue[pb.ClassifyResponse | None] = asyncio.Queue()
-        tasks: set[asyncio.Task[None]] = set()
+        # Flow control: queries in flight plus responses waiting on a slow reader never
+        # exceed max_stream_inflight; past it the server stops reading the stream.
+        positions = itertools.count()
 
-        async def answer(request_id: str, request: pb.ClassifyRequest) -> None:
-            done.put_nowait(await self._classify_item("ClassifyStream", request_id, request))
+        async def numbered() -> AsyncIterator[tuple[str, pb.ClassifyRequest]]:
+            async for request in request_iterator:
+                position = next(positions)
+                yield request.id or str(position), request
 
-        async def read() -> None:
-            try:
-                position = 0
-                async for request in request_iterator:
-                    await slots.acquire()
-                    request_id = request.id or str(position)
-                    position += 1
-                    task = asyncio.create_task(answer(request_id, request))
-                    tasks.add(task)
-                    task.add_done_callback(tasks.discard)
-                while tasks:
-                    await asyncio.gather(*tasks)
-            finally:
-                done.put_nowait(None)
+        async def answer(item: tuple[str, pb.ClassifyRequest]) -> pb.ClassifyResponse:
+            return await self._classify_item("ClassifyStream", *item)
 
-        reader = asyncio.create_task(read())
-        try:
-            while (response := await done.get()) is not None:
-                yield response
-                slots.release()
-            await reader  # surfaces a failure of the request stream
-        finally:
-            reader.cancel()
-            for task in list(tasks):
-                task.cancel()
+        async for response in map_unordered(numbered(), answer, self.config.max_stream_inflight):
+            yield response
 
     async def GetModelInfo(
         self, request: pb.GetModelInfoRequest, context: grpc.aio.ServicerContext

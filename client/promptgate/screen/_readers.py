@@ -1,0 +1,175 @@
+"""Input readers: JSONL, CSV, TSV, plain text (one query per line), `-` for stdin, `.gz` too.
+
+Every input record gets a global, 0-based `record` number (across all inputs, in order): it
+is what resume keys on, so a record is screened once whatever its id. Readers stream: memory
+does not grow with the input. A record that cannot be screened is yielded as a `Rejected`
+with its reason; it never stops the run and never vanishes.
+"""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import json
+import re
+import sys
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import BinaryIO
+
+FORMATS = ("auto", "jsonl", "csv", "tsv", "text")
+
+
+@dataclass(frozen=True)
+class Record:
+    record: int
+    id: str
+    text: str
+
+
+@dataclass(frozen=True)
+class Rejected:
+    record: int
+    id: str
+    kind: str  # empty_text, too_long, invalid_utf8, broken_json, missing_text
+    reason: str
+    source: str
+
+
+def detect_format(path: str) -> str:
+    name = path.lower().removesuffix(".gz")
+    for suffix, fmt in (
+        (".jsonl", "jsonl"),
+        (".ndjson", "jsonl"),
+        (".json", "jsonl"),
+        (".csv", "csv"),
+        (".tsv", "tsv"),
+    ):
+        if name.endswith(suffix):
+            return fmt
+    return "text"
+
+
+def _open(path: str) -> BinaryIO:
+    if path == "-":
+        stream: BinaryIO = sys.stdin.buffer
+        return stream
+    raw: BinaryIO = open(path, "rb")  # noqa: SIM115 (closed by the caller)
+    if path.endswith(".gz"):
+        return gzip.GzipFile(fileobj=raw)  # type: ignore[return-value]
+    return raw
+
+
+def count_records(paths: Sequence[str], fmt: str) -> int | None:
+    """Lines in all inputs (for the ETA), or None when one is stdin. CSV rows may span
+    lines, so for CSV/TSV it is an upper bound."""
+    if "-" in paths:
+        return None
+    total = 0
+    for path in paths:
+        with _open(path) as fh:
+            lines = sum(1 for _ in fh)
+        kind = detect_format(path) if fmt == "auto" else fmt
+        total += lines - (1 if kind in ("csv", "tsv") and lines else 0)
+    return total
+
+
+def read_records(
+    paths: Sequence[str], *, fmt: str = "auto", text_field: str = "text", id_field: str = "id", max_chars: int = 0
+) -> Iterator[Record | Rejected]:
+    record = 0
+    for path in paths:
+        kind = detect_format(path) if fmt == "auto" else fmt
+        source = "stdin" if path == "-" else path
+        with _open(path) as fh:
+            for line_no, item in enumerate(_items(fh, kind, text_field, id_field), start=1):
+                yield _check(record, line_no, item, source, max_chars)
+                record += 1
+
+
+Problem = tuple[str, str] | None  # (kind, reason)
+
+
+def _check(
+    record: int, line_no: int, item: tuple[str | None, str | None, Problem], source: str, max_chars: int
+) -> Record | Rejected:
+    rid, text, problem = item
+    rid = rid if rid not in (None, "") else str(line_no)
+    if problem:
+        return Rejected(record, rid, *problem, source)
+    assert text is not None
+    if not text.strip():
+        return Rejected(record, rid, "empty_text", "empty text", source)
+    if max_chars and len(text) > max_chars:
+        reason = f"text is {len(text)} characters long; the limit is {max_chars}"
+        return Rejected(record, rid, "too_long", reason, source)
+    return Record(record, rid, text)
+
+
+# Invalid UTF-8 bytes decode (with "surrogateescape") to lone surrogates in this range.
+_UNDECODABLE = re.compile("[\udc80-\udcff]")
+
+
+def _decode(raw: bytes) -> str:
+    return raw.decode("utf-8", "surrogateescape")
+
+
+def _invalid(text: str) -> bool:
+    return _UNDECODABLE.search(text) is not None
+
+
+def _items(fh: BinaryIO, kind: str, text_field: str, id_field: str) -> Iterator[tuple[str | None, str | None, Problem]]:
+    """(id or None, text or None, problem or None) per record."""
+    if kind == "text":
+        for raw in fh:
+            line = _decode(raw.rstrip(b"\r\n"))
+            yield (None, None, ("invalid_utf8", "invalid UTF-8")) if _invalid(line) else (None, line, None)
+    elif kind == "jsonl":
+        for raw in fh:
+            yield _json_item(raw, text_field, id_field)
+    else:
+        yield from _csv_items(fh, "," if kind == "csv" else "\t", text_field, id_field)
+
+
+def _json_item(raw: bytes, text_field: str, id_field: str) -> tuple[str | None, str | None, Problem]:
+    line = _decode(raw)
+    if _invalid(line):
+        return None, None, ("invalid_utf8", "invalid UTF-8")
+    if not line.strip():
+        return None, None, ("empty_text", "empty line")
+    try:
+        obj = json.loads(line)
+    except json.JSONDecodeError as exc:
+        return None, None, ("broken_json", f"broken JSON: {exc.msg} at column {exc.colno}")
+    if not isinstance(obj, dict):
+        return None, None, ("broken_json", "JSON line is not an object")
+    rid = obj.get(id_field)
+    rid = None if rid is None else str(rid)
+    text = obj.get(text_field)
+    if text is None:
+        return rid, None, ("missing_text", f"no {text_field!r} field")
+    if not isinstance(text, str):
+        return rid, None, ("missing_text", f"field {text_field!r} is not a string")
+    return rid, text, None
+
+
+def _csv_items(fh: BinaryIO, delimiter: str, text_field: str, id_field: str):
+    # Decode line by line so one bad byte sequence rejects its row, not the file.
+    reader = csv.reader(map(_decode, fh), delimiter=delimiter)
+    header = next(reader, None)
+    if header is None:
+        return
+    if text_field not in header:
+        raise ValueError(f"no {text_field!r} column in the header {header}")
+    t, i = header.index(text_field), header.index(id_field) if id_field in header else None
+    for row in reader:
+        rid = row[i] if i is not None and i < len(row) else None
+        if any(_invalid(cell) for cell in row):
+            yield rid, None, ("invalid_utf8", "invalid UTF-8")
+        elif t >= len(row):
+            yield rid, None, ("missing_text", f"row has no {text_field!r} column")
+        else:
+            yield rid, row[t], None
+
+
+__all__ = ["FORMATS", "Record", "Rejected", "count_records", "detect_format", "read_records"]
