@@ -66,6 +66,9 @@ def build_parser(environ: dict[str, str] | os._Environ[str]) -> argparse.Argumen
     where.add_argument("--local", metavar="MODEL", help="run the engine in this process on MODEL (server extra)")
     where.add_argument("--ray", action="store_true", help="run as a Ray Data pipeline (see README)")
     screen.add_argument("--ray-model", metavar="MODEL", help="--ray: the model every Ray worker loads")
+    screen.add_argument("--ray-actors", type=int, default=1, help="--ray: engine replicas (actors)")
+    screen.add_argument("--ray-gpus-per-actor", type=float, default=0, help="--ray: GPUs each replica takes")
+    screen.add_argument("--ray-chunk", type=int, default=50_000, help="--ray: records handed to Ray at a time")
     screen.add_argument(
         "--engine", default="auto", choices=["auto", "vllm", "transformers"], help="--local/--ray engine"
     )
@@ -206,7 +209,15 @@ def _screen(args: argparse.Namespace, environ: dict[str, str] | os._Environ[str]
         if not args.ray_model:
             print("promptgate screen --ray: --ray-model is required", file=sys.stderr)
             return EXIT_USAGE
-        summary = run_ray(options, args.ray_model, engine=args.engine, profile=args.profile)
+        summary = run_ray(
+            options,
+            args.ray_model,
+            engine=args.engine,
+            profile=args.profile,
+            chunk_size=args.ray_chunk,
+            actors=args.ray_actors,
+            gpus_per_actor=args.ray_gpus_per_actor,
+        )
     else:
         try:
             summary = asyncio.run(_screen_async(options, args, environ))
