@@ -89,6 +89,13 @@ class ServerConfig:
     max_num_seqs: int | None = field(
         default=None, metadata=_opt("vLLM: most sequences in one engine step; default: vLLM's.")
     )
+    block_size: int | None = field(
+        default=None,
+        metadata=_opt(
+            "vLLM: tokens per KV-cache block; prefix caching reuses whole blocks, so a block longer than the "
+            "shared system prompt never hits. Default: vLLM's (128 on CPU; a multiple of 32 on CPU)."
+        ),
+    )
     tensor_parallel_size: int = field(default=1, metadata=_opt("vLLM: GPUs one model replica is split over."))
     data_parallel_size: int = field(default=1, metadata=_opt("vLLM: model replicas in this process's engine."))
     enforce_eager: bool = field(
@@ -133,7 +140,13 @@ class ServerConfig:
             "max_message_bytes",
         )
         problems += [f"{_names(n)}: must be > 0" for n in positive if getattr(self, n) <= 0]
-        optional_positive = ("max_model_len", "max_num_batched_tokens", "max_num_seqs", "kv_cache_memory_gib")
+        optional_positive = (
+            "max_model_len",
+            "max_num_batched_tokens",
+            "max_num_seqs",
+            "kv_cache_memory_gib",
+            "block_size",
+        )
         problems += [
             f"{_names(n)}: must be > 0"
             for n in optional_positive

@@ -49,6 +49,7 @@ def build_backend(config: ServerConfig, pad_token_id: int, max_logprobs: int) ->
                 data_parallel_size=config.data_parallel_size,
                 enforce_eager=config.enforce_eager,
                 kv_cache_memory_gib=config.kv_cache_memory_gib,
+                block_size=config.block_size,
                 max_logprobs=max_logprobs,
             ),
         )

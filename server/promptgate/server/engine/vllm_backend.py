@@ -45,6 +45,9 @@ class VllmSettings:
     # KV cache size; on CPU vLLM otherwise sizes it from gpu_memory_utilization x host RAM.
     kv_cache_memory_gib: float | None = None
     max_logprobs: int = 128
+    # Tokens per KV-cache block. Prefix caching reuses whole blocks only, so a shared system
+    # prompt shorter than one block is never reused; None takes vLLM's default (128 on CPU).
+    block_size: int | None = None
 
 
 class VllmBackend:
@@ -61,6 +64,9 @@ class VllmBackend:
         self.max_model_len = settings.max_model_len or 0
         self._engine: Any = None
         self._ids = itertools.count()
+        # Prefix-cache accounting: prompt tokens sent, and how many of them the cache served.
+        self.prompt_tokens = 0
+        self.cached_tokens = 0
 
     # -- lifecycle ---------------------------------------------------------------------
 
@@ -87,6 +93,7 @@ class VllmBackend:
             kv_cache_memory_bytes=int(kv_bytes * 2**30) if kv_bytes is not None else None,
             # The shared system prompt is computed once and reused by every query.
             enable_prefix_caching=True,
+            block_size=s.block_size,
             logprobs_mode="processed_logprobs",
             max_logprobs=s.max_logprobs,
             disable_log_stats=True,
@@ -176,4 +183,6 @@ class VllmBackend:
             raise InvalidInput(str(exc)) from exc
         if final is None or not final.outputs or final.outputs[0].finish_reason == "abort":
             raise NotReady("the vLLM engine dropped the request")
+        self.prompt_tokens += len(prompt_ids)
+        self.cached_tokens += final.num_cached_tokens or 0
         return final.outputs[0]

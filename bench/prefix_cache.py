@@ -1,0 +1,72 @@
+"""Does vLLM's prefix cache hit on the shared system prompt? Measured, per KV block size.
+
+    python -m bench.prefix_cache [--model DIR] [--queries 600] [--block-sizes 128 32]
+
+For each block size it loads the vLLM engine in this process, runs FAST over the same
+queries (32 at a time), and reports the share of prompt tokens the cache served and the
+rate. vLLM caches whole blocks only: a system prompt shorter than one block never hits.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from bench._util import load_queries, tokenizer_corpus
+
+
+async def measure(model: str, block_size: int, queries: list[str]) -> dict[str, object]:
+    from promptgate._streams import map_unordered
+    from promptgate.server import ServerConfig
+    from promptgate.server.domain import Mode, Query
+    from promptgate.server.engine import load_engine
+
+    config = ServerConfig(model=model, engine="vllm", enforce_eager=True, max_model_len=4096, block_size=block_size)
+    engine = await load_engine(config)
+    backend = engine.backend
+    try:
+        backend.prompt_tokens = backend.cached_tokens = 0  # type: ignore[attr-defined]
+        start = time.perf_counter()
+        async for _ in map_unordered(queries, lambda q: engine.classify(Query(q, Mode.FAST)), 32):
+            pass
+        elapsed = time.perf_counter() - start
+        prompt, cached = backend.prompt_tokens, backend.cached_tokens  # type: ignore[attr-defined]
+        return {
+            "block_size": block_size,
+            "system_prompt_tokens": len(engine.builder.fast_prompt([])),
+            "prompt_tokens": prompt,
+            "cached_tokens": cached,
+            "cache_hit_share": round(cached / prompt, 4) if prompt else 0.0,
+            "fast_qps": round(len(queries) / elapsed, 1),
+        }
+    finally:
+        await backend.close()
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model")
+    parser.add_argument("--queries", type=int, default=600)
+    parser.add_argument("--block-sizes", type=int, nargs="+", default=[128, 32])
+    args = parser.parse_args()
+    os.environ.setdefault("VLLM_CPU_OMP_THREADS_BIND", f"0-{(os.cpu_count() or 1) - 1}")
+    os.environ.setdefault("VLLM_CPU_NUM_OF_RESERVED_CPU", "0")
+    model = args.model
+    if model is None:
+        from promptgate.trainer.tiny_model import build_tiny_model
+
+        model = str(build_tiny_model(Path(tempfile.mkdtemp()) / "tiny", corpus_files=tokenizer_corpus()))
+    queries = load_queries(args.queries)
+    results = [asyncio.run(measure(model, b, queries)) for b in args.block_sizes]
+    print(json.dumps(results, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
