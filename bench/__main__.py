@@ -46,7 +46,7 @@ def load(system: str, target: str, **kwargs: Any) -> dict[str, Any]:
 def hf_cache_layout(model: Path, hf_home: Path) -> None:
     """Put `model` where huggingface_hub looks for the seed's hub id, offline."""
     repo = hf_home / "hub" / ("models--" + SEED_HUB_ID.replace("/", "--"))
-    snapshot = repo / "snapshots" / "0" * 40
+    snapshot = repo / "snapshots" / ("0" * 40)
     if snapshot.exists():
         shutil.rmtree(snapshot)
     shutil.copytree(model, snapshot)
@@ -82,7 +82,7 @@ def vllm_openai_server(model: str, rationale_tokens: int) -> Iterator[str]:
     cmd = [
         sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", model,
         "--host", "127.0.0.1", "--port", str(port),
-        "--max-model-len", "4096", "--max-logprobs", "20", "--enforce-eager", "--disable-log-stats",
+        "--max-model-len", "8192", "--max-logprobs", "20", "--enforce-eager", "--disable-log-stats",
         "--dtype", "float32",
     ]  # fmt: skip
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -133,7 +133,7 @@ def main() -> int:
     # float32 everywhere: the same arithmetic in every system, so answers can be compared.
     flags = ["--max-rationale-tokens", str(args.rationale_tokens), "--max-text-chars", "4000", "--dtype", "float32"]
     for engine in ("vllm", "transformers"):
-        extra = ["--enforce-eager", "true", "--max-model-len", "4096"] if engine == "vllm" else []
+        extra = ["--enforce-eager", "true", "--max-model-len", "8192"] if engine == "vllm" else []
         with serving(model, ["--engine", engine, *flags, *extra]) as (target, start_s):
             system = f"promptgate-{engine}"
             rows.append({"system": system, "mode": "-", "rpc": "start", "start_s": round(start_s, 1)})

@@ -25,7 +25,7 @@ def _pct(values: list[float], q: float) -> float:
     return round(ordered[min(len(ordered) - 1, int(q * len(ordered)))] * 1000, 2) if ordered else float("nan")
 
 
-async def closed_loop(queries: list[str], concurrency: int, one: Callable[[int, str], Awaitable[bool]]) -> dict:
+async def closed_loop(queries: list[str], concurrency: int, one: Callable[[int, str], Awaitable[bool | None]]) -> dict:
     """`concurrency` workers, each sending its next query as soon as the last one returned."""
     latencies: list[float] = []
     verdicts: list[bool | None] = [None] * len(queries)
@@ -54,19 +54,23 @@ def _report(n: int, elapsed: float, latencies: list[float], verdicts: list) -> d
         "p50_ms": _pct(latencies, 0.5),
         "p90_ms": _pct(latencies, 0.9),
         "p99_ms": _pct(latencies, 0.99),
+        "errors": sum(v is None for v in verdicts),
         "verdicts": verdicts,
     }
 
 
 async def promptgate_load(args: argparse.Namespace, queries: list[str]) -> dict:
-    from promptgate.client import AsyncClient, ScreenRequest
+    from promptgate.client import AsyncClient, InvalidArgumentError, ScreenRequest
 
     async with AsyncClient(args.target, timeout=3600) as client:
         await client.classify("warm up", mode=args.mode)
         if args.rpc == "classify":
 
-            async def one(i: int, text: str) -> bool:
-                return (await client.classify(text, mode=args.mode)).is_malicious
+            async def one(i: int, text: str) -> bool | None:
+                try:
+                    return (await client.classify(text, mode=args.mode)).is_malicious
+                except InvalidArgumentError:  # e.g. over the model's context: counted, not fatal
+                    return None
 
             return await closed_loop(queries, args.concurrency, one)
         start = time.perf_counter()

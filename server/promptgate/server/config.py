@@ -93,7 +93,7 @@ class ServerConfig:
         default=None,
         metadata=_opt(
             "vLLM: tokens per KV-cache block; prefix caching reuses whole blocks, so a block longer than the "
-            "shared system prompt never hits. Default: vLLM's (128 on CPU; a multiple of 32 on CPU)."
+            "shared system prompt never hits. Default: 32 on CPU (a multiple of 32 there), vLLM's on GPU."
         ),
     )
     tensor_parallel_size: int = field(default=1, metadata=_opt("vLLM: GPUs one model replica is split over."))
