@@ -1,4 +1,4 @@
-"""The `promptgate` command: serve, classify, info, screen, tiny-model.
+"""The `promptgate` command: serve, classify, info, screen, tiny-model; data, train, eval.
 
 This is the entry point: the only place that reads the environment. The client commands
 need only the base install; `serve` and `tiny-model` need the `server` extra.
@@ -96,6 +96,10 @@ def build_parser(environ: dict[str, str] | os._Environ[str]) -> argparse.Argumen
     tiny.add_argument(
         "--shape", default="tiny", choices=["tiny", "qwen3-0.6b"], help="qwen3-0.6b: the real model's exact shape"
     )
+    # Registering imports nothing heavy; each handler says which extra it needs when run.
+    from promptgate.trainer.commands import add_commands
+
+    add_commands(sub)
     return parser
 
 
@@ -276,10 +280,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _info(args)
         if args.command == "screen":
             return _screen(args, environ)
-        if args.command == "screen":
-            return _screen(args, environ)
         if args.command == "tiny-model":
             return _tiny_model(args)
+        if hasattr(args, "handler"):  # the trainer's subcommands (promptgate.trainer.commands)
+            return args.handler(args)
     except PromptgateError as exc:
         print(f"promptgate {args.command}: {exc}", file=sys.stderr)
         return EXIT_FAILED
