@@ -1,0 +1,279 @@
+"""`promptgate eval` on a real tiny model through the server's engine, and against a real server."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from promptgate.cli import main
+from promptgate.client import Classification, Client
+from promptgate.profiles import NARASIMHA_B
+from promptgate.trainer.evaluation import EvalReport, read_records, run_evaluation, stratified_head
+from promptgate.trainer.tiny_model import build_tiny_model
+
+from ..conftest import server_config
+from ..support import SHARED_DATA, corpus_files
+
+TEST_FILE = SHARED_DATA / "test.jsonl"
+N_QUERIES = 40
+MODES = ("fast", "reasoned", "auto")
+PREDICTION_KEYS = {
+    "file",
+    "id",
+    "text",
+    "label",
+    "category",
+    "source",
+    "mode",
+    "verdict",
+    "malicious_probability",
+    "category_predicted",
+    "rationale",
+    "latency_ms",
+}
+HEADLINE = (
+    "n",
+    "accuracy",
+    "precision",
+    "recall",
+    "f1",
+    "fpr",
+    "roc_auc",
+    "ece",
+    "recall_at_1pct_fpr",
+    "recall_at_5pct_fpr",
+)
+
+pytestmark = pytest.mark.skipif(not TEST_FILE.exists(), reason="needs ../shared/data/test.jsonl")
+
+
+@pytest.fixture(scope="module")
+def evaluation(tiny_model: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[EvalReport, Path]:
+    """One evaluation of 40 test queries in every mode, with the settings of the `server` fixture."""
+    out = tmp_path_factory.mktemp("eval") / "report"
+    report = run_evaluation(
+        tiny_model,
+        [TEST_FILE],
+        modes=MODES,
+        engine="transformers",
+        out_dir=out,
+        limit=N_QUERIES,
+        max_rationale_tokens=8,
+        # The same limits as the server it is compared with (max_text_chars 2000 refuses some queries).
+        base_config=server_config(tiny_model),
+    )
+    return report, out
+
+
+def _predictions(out: Path) -> list[dict]:
+    return [json.loads(line) for line in (out / "predictions.jsonl").read_text(encoding="utf-8").splitlines()]
+
+
+def test_report_files_are_written(evaluation: tuple[EvalReport, Path]) -> None:
+    _, out = evaluation
+    for name in ("report.json", "report.md", "predictions.jsonl"):
+        assert (out / name).stat().st_size > 0, name
+    for name in ("roc.png", "reliability.png"):
+        assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", name
+    md = (out / "report.md").read_text(encoding="utf-8")
+    for heading in ("## Headline", "## Confusion matrices", "## Per source", "## Per category", "## Latency"):
+        assert heading in md
+    assert "## Refused queries" in md and "(max_text_chars)" in md
+
+
+def test_report_json_schema_and_consistency(evaluation: tuple[EvalReport, Path]) -> None:
+    report, out = evaluation
+    data = json.loads((out / "report.json").read_text(encoding="utf-8"))
+    assert data == json.loads(json.dumps(report.to_dict()))
+    assert data["modes"] == list(MODES) and data["profile"] == "promptgate" and data["engine"] == "transformers"
+    assert data["max_rationale_tokens"] == 8 and data["threshold"] == 0.5
+    expected = stratified_head(read_records(TEST_FILE), N_QUERIES)
+    too_long = {r.id for r in expected if len(r.text) > 2000}
+    assert too_long, "the sample should hold queries over the server's 2000-character limit"
+    assert [r["mode"] for r in data["results"]] == list(MODES)
+    for result in data["results"]:
+        assert result["file"] == str(TEST_FILE)
+        assert result["n"] == N_QUERIES - len(too_long) and result["n_failed"] == len(too_long)
+        assert set(HEADLINE) <= set(result)
+        for key in HEADLINE[1:]:
+            assert result[key] is None or 0.0 <= result[key] <= 1.0, key
+        c = result["confusion"]
+        assert c["tp"] + c["fn"] == result["n_malicious"] and c["fp"] + c["tn"] == result["n_benign"]
+        assert result["n_malicious"] + result["n_benign"] == result["n"]
+        assert result["roc_auc"] is not None and result["ece"] is not None
+        assert len(result["reliability"]) == 10 and sum(b["n"] for b in result["reliability"]) == result["n"]
+        assert sum(s["n"] for s in result["per_source"].values()) == result["n"]
+        assert sum(s["n"] for s in result["per_category"].values()) == result["n"]
+        # The promptgate profile predicts categories: the malicious categories it knows get an accuracy.
+        assert "category_accuracy" in result["per_category"]["jailbreak"]
+        assert "category_accuracy" not in result["per_category"]["role_play"]
+        lat = result["latency"]
+        assert 0 < lat["p50_ms"] <= lat["p95_ms"] <= lat["p99_ms"] and result["throughput_qps"] > 0
+        assert (result["escalated_share"] is not None) == (result["mode"] == "auto")
+        assert report.headline(result["mode"]) == {k: result[k] for k in HEADLINE}
+    assert {f["id"] for f in data["failures"]} == too_long and len(data["failures"]) == len(too_long) * len(MODES)
+    assert any("refused" in w for w in data["warnings"])
+
+
+def test_predictions_are_one_line_per_query_and_mode(evaluation: tuple[EvalReport, Path]) -> None:
+    report, out = evaluation
+    preds = _predictions(out)
+    n = report.headline("fast")["n"]
+    assert len(preds) == n * len(MODES)
+    assert all(set(p) >= PREDICTION_KEYS for p in preds)
+    accepted = [r for r in stratified_head(read_records(TEST_FILE), N_QUERIES) if len(r.text) <= 2000]
+    for mode in MODES:
+        rows = [p for p in preds if p["mode"] == mode]
+        assert [p["id"] for p in rows] == [r.id for r in accepted]
+        assert [p["text"] for p in rows] == [r.text for r in accepted]
+        result = report.result(mode)
+        # The report's figures are those of the predictions it wrote.
+        right = sum((p["verdict"] == p["label"]) for p in rows)
+        assert result["accuracy"] == pytest.approx(right / len(rows))
+        assert result["confusion"]["tp"] == sum(p["verdict"] == p["label"] == "malicious" for p in rows)
+        for p in rows:
+            assert p["verdict"] == ("malicious" if p["malicious_probability"] >= 0.5 else "benign")
+            assert (p["category_predicted"] is not None) == (p["verdict"] == "malicious")
+    assert {p["scored_mode"] for p in preds if p["mode"] == "fast"} == {"fast"}
+    assert {p["scored_mode"] for p in preds if p["mode"] == "reasoned"} == {"reasoned"}
+    auto = [p for p in preds if p["mode"] == "auto"]
+    escalated = [p for p in auto if p["scored_mode"] == "reasoned"]
+    assert report.result("auto")["escalated_share"] == pytest.approx(len(escalated) / len(auto))
+
+
+def test_fast_predictions_equal_the_servers_answers(evaluation: tuple[EvalReport, Path], server) -> None:
+    """No train/serve skew on the evaluation side: a real server answers the same queries alike."""
+    _, out = evaluation
+    fast = [p for p in _predictions(out) if p["mode"] == "fast"]
+    with Client(server.target, timeout=120) as client:
+        served = client.classify_batch([p["text"] for p in fast], mode="fast")
+    assert len(served) == len(fast)
+    for ours, theirs in zip(fast, served, strict=True):
+        assert isinstance(theirs, Classification), theirs
+        assert theirs.verdict.value == ours["verdict"], ours["id"]
+        assert theirs.malicious_probability == pytest.approx(ours["malicious_probability"], abs=1e-4), ours["id"]
+        assert (theirs.category or None) == ours["category_predicted"], ours["id"]
+
+
+# -- the command line, on the seed model's profile ----------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def narasimha_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny model that speaks the seed model's profile (no categories)."""
+    return build_tiny_model(
+        tmp_path_factory.mktemp("tiny-narasimha"), profile="narasimha-b", corpus_files=corpus_files()
+    )
+
+
+@pytest.fixture(scope="module")
+def short_queries(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """12 short test queries, 6 per label, as the raw shared file has them (no id)."""
+    rows = [json.loads(line) for line in TEST_FILE.read_text(encoding="utf-8").splitlines()]
+    picked = [r for r in rows if r["label"] == "malicious" and len(r["text"]) < 300][:6]
+    picked += [r for r in rows if r["label"] == "benign" and len(r["text"]) < 300][:6]
+    path = tmp_path_factory.mktemp("queries") / "short.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in picked), encoding="utf-8")
+    return path
+
+
+@pytest.fixture
+def in_tmp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    monkeypatch.chdir(tmp_path)
+    yield tmp_path
+
+
+def test_cli_seed_profile_end_to_end(narasimha_model: Path, short_queries: Path, in_tmp: Path, capsys) -> None:
+    # --profile narasimha-b is what a hub id of the seed model resolves to.
+    args = ["eval", "--model", str(narasimha_model), "--data", str(short_queries), "--profile", "narasimha-b"]
+    rc = main([*args, "--modes", "fast,reasoned,auto", "--max-rationale-tokens", "4", "--quiet"])
+    captured = capsys.readouterr()
+    assert rc == 0, captured.err
+    out = in_tmp / f"eval-{narasimha_model.name}"  # the default report folder
+    assert captured.out.startswith("| file | mode | n | accuracy |")
+    assert "| short.jsonl | reasoned | 12 |" in captured.out
+    data = json.loads((out / "report.json").read_text(encoding="utf-8"))
+    assert data["profile"] == "narasimha-b" and data["modes"] == ["fast", "reasoned", "auto"]
+    assert any("predicts no attack categories" in n for n in data["notes"])
+    preds = _predictions(out)
+    assert len(preds) == 12 * 3
+    assert all(p["category_predicted"] is None for p in preds)
+    assert [p["id"] for p in preds[:12]] == [str(i) for i in range(1, 13)]  # raw file: line numbers
+    for result in data["results"]:
+        assert result["category_accuracy"] is None
+        assert all("category_accuracy" not in c for c in result["per_category"].values())
+
+
+def test_cli_skips_reasoned_for_a_profile_without_rationales(
+    narasimha_model: Path, short_queries: Path, tmp_path: Path, capsys
+) -> None:
+    profile = dataclasses.replace(NARASIMHA_B, name="narasimha-b-labels-only", rationale_trained=False)
+    profile_file = tmp_path / "profile.json"
+    profile_file.write_text(json.dumps(profile.to_dict()), encoding="utf-8")
+    out = tmp_path / "report"
+    rc = main(
+        [
+            "eval",
+            "--model",
+            str(narasimha_model),
+            "--data",
+            str(short_queries),
+            "--profile",
+            str(profile_file),
+            "--modes",
+            "fast,reasoned,auto",
+            "--out",
+            str(out),
+            "--quiet",
+        ]
+    )
+    captured = capsys.readouterr()
+    assert rc == 0, captured.err
+    assert "REASONED skipped" in captured.err
+    data = json.loads((out / "report.json").read_text(encoding="utf-8"))
+    assert data["modes_requested"] == ["fast", "reasoned", "auto"] and data["modes"] == ["fast", "auto"]
+    assert any("REASONED skipped" in n for n in data["notes"])
+    assert "REASONED skipped" in (out / "report.md").read_text(encoding="utf-8")
+    preds = _predictions(out)
+    assert len(preds) == 12 * 2 and {p["scored_mode"] for p in preds} == {"fast"}
+    assert data["results"][1]["escalated_share"] == 0.0
+    fast = {p["id"]: p["malicious_probability"] for p in preds if p["mode"] == "fast"}
+    assert all(p["malicious_probability"] == fast[p["id"]] for p in preds if p["mode"] == "auto")
+
+
+def test_cli_collapse_warns_loudly_and_fails_on_request(
+    tiny_model: Path, short_queries: Path, tmp_path: Path, capsys
+) -> None:
+    # Threshold 0 flags everything: the "everything is malicious" failure, made certain.
+    out = tmp_path / "report"
+    args = ["eval", "--model", str(tiny_model), "--data", str(short_queries), "--out", str(out), "--quiet"]
+    rc = main([*args, "--threshold", "0", "--fail-on-collapse"])
+    captured = capsys.readouterr()
+    assert rc == 3
+    assert "WARNING: CLASS COLLAPSE" in captured.err and "benign recall is 0.000" in captured.err
+    data = json.loads((out / "report.json").read_text(encoding="utf-8"))
+    assert data["warnings"] and data["results"][0]["collapse"]
+    md = (out / "report.md").read_text(encoding="utf-8")
+    assert md.index("## WARNINGS") < md.index("## Headline")
+    # Without --fail-on-collapse the same run warns and succeeds.
+    assert main([*args, "--threshold", "0"]) == 0
+    assert "WARNING: CLASS COLLAPSE" in capsys.readouterr().err
+
+
+def test_cli_bad_input_is_a_clear_usage_error(tiny_model: Path, tmp_path: Path, capsys) -> None:
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"text": "hello", "label": "benign"}\n{"text": "hi", "label": "spam"}\n', encoding="utf-8")
+    base = ["eval", "--model", str(tiny_model), "--out", str(tmp_path / "r"), "--quiet"]
+    assert main([*base, "--data", str(bad)]) == 2
+    assert f"{bad}:2: unknown label 'spam'" in capsys.readouterr().err
+    good = tmp_path / "good.jsonl"
+    good.write_text('{"text": "hello", "label": "benign"}\n', encoding="utf-8")
+    assert main([*base, "--data", str(good), "--modes", "fast,slow"]) == 2
+    assert "unknown mode(s) ['slow']" in capsys.readouterr().err
+    assert main([*base, "--data", str(good), "--profile", "no-such-profile"]) == 2
+    assert "unknown profile 'no-such-profile'" in capsys.readouterr().err
+    assert not (tmp_path / "r").exists()

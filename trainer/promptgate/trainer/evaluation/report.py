@@ -1,0 +1,273 @@
+"""Writes an evaluation: report.json, report.md, predictions.jsonl, roc.png, reliability.png."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from .runner import ALL_FILES
+
+if TYPE_CHECKING:
+    from .runner import EvalReport
+
+__all__ = ["headline_table", "render_markdown", "write_report"]
+
+
+def _num(value: Any, digits: int = 4) -> str:
+    if value is None:
+        return "—"
+    if isinstance(value, float):
+        return f"{value:.{digits}f}"
+    return str(value)
+
+
+def _pct(value: float | None) -> str:
+    return "—" if value is None else f"{value:.1%}"
+
+
+def _table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> list[str]:
+    def cell(x: Any) -> str:
+        return str(x).replace("|", "\\|").replace("\n", " ")
+
+    lines = ["| " + " | ".join(header) + " |", "| " + " | ".join("---" for _ in header) + " |"]
+    lines += ["| " + " | ".join(cell(x) for x in row) + " |" for row in rows]
+    return lines
+
+
+def _file_labels(report: EvalReport) -> dict[str, str]:
+    """Short names for the data files (the file name, unless two files share it)."""
+    files = report.meta["data_files"]
+    names = [Path(f).name for f in files]
+    labels = {f: (Path(f).name if names.count(Path(f).name) == 1 else f) for f in files}
+    labels[ALL_FILES] = "all files"
+    return labels
+
+
+def headline_table(report: EvalReport) -> str:
+    """The headline metrics, one row per data file and mode (Markdown)."""
+    label = _file_labels(report)
+    rows = [
+        [
+            label[r["file"]],
+            r["mode"],
+            r["n"],
+            _num(r["accuracy"]),
+            _num(r["precision"]),
+            _num(r["recall"]),
+            _num(r["f1"]),
+            _num(r["fpr"]),
+            _num(r["roc_auc"]),
+            _num(r["ece"]),
+            _num(r["recall_at_1pct_fpr"]),
+            _num(r["recall_at_5pct_fpr"]),
+            _pct(r["escalated_share"]) if r["mode"] == "auto" else "",
+        ]
+        for r in report.results
+    ]
+    header = [
+        "file",
+        "mode",
+        "n",
+        "accuracy",
+        "precision",
+        "recall",
+        "F1",
+        "FPR",
+        "ROC-AUC",
+        "ECE",
+        "recall@1%FPR",
+        "recall@5%FPR",
+        "escalated",
+    ]
+    return "\n".join(_table(header, rows))
+
+
+def render_markdown(report: EvalReport) -> str:
+    meta = report.meta
+    label = _file_labels(report)
+    out: list[str] = [f"# Evaluation of `{meta['model']}`", ""]
+    if report.warnings:
+        out += ["## WARNINGS", ""]
+        for w in report.warnings:
+            out += [f"> **WARNING**: {w}", ""]
+    out += [
+        f"- profile: `{meta['profile']}`; engine: {meta['engine']} {meta['engine_version']} on {meta['device']} "
+        f"({meta['dtype']})",
+        f"- threshold {meta['threshold']}, AUTO band ±{meta['auto_band']}, rationales up to "
+        f"{meta['max_rationale_tokens']} tokens",
+        f"- data: {', '.join(f'`{f}`' for f in meta['data_files'])}"
+        + (f" (first {meta['limit']} per file, label shares kept)" if meta["limit"] else ""),
+        f"- modes: {', '.join(meta['modes'])}; {meta['concurrency']} queries in flight; {meta['created']}",
+        "",
+    ]
+    if report.notes:
+        out += [f"Note: {n}" for n in report.notes] + [""]
+    out += ["## Headline", "", headline_table(report), ""]
+    out += [
+        "Recall at 1% / 5% FPR uses the best threshold chosen on these scores (an in-sample operating point); "
+        "ECE over 10 equal-width bins of the malicious probability.",
+        "",
+        "## Confusion matrices",
+        "",
+    ]
+    out += _table(
+        ["file", "mode", "TP", "FN", "FP", "TN", "malicious recall", "benign recall"],
+        [
+            [
+                label[r["file"]],
+                r["mode"],
+                r["confusion"]["tp"],
+                r["confusion"]["fn"],
+                r["confusion"]["fp"],
+                r["confusion"]["tn"],
+                _num(r["per_class_recall"]["malicious"]),
+                _num(r["per_class_recall"]["benign"]),
+            ]
+            for r in report.results
+        ],
+    )
+    out += [
+        "",
+        "## Latency and throughput",
+        "",
+        f"Latency per query from the call to the answer, with {meta['concurrency']} queries in flight "
+        "(it includes the time a query waits for its batch).",
+        "",
+    ]
+    out += _table(
+        ["file", "mode", "n", "p50 ms", "p95 ms", "p99 ms", "mean ms", "queries/s"],
+        [
+            [
+                label[r["file"]],
+                r["mode"],
+                r["n"],
+                _num(r["latency"]["p50_ms"], 1),
+                _num(r["latency"]["p95_ms"], 1),
+                _num(r["latency"]["p99_ms"], 1),
+                _num(r["latency"]["mean_ms"], 1),
+                _num(r["throughput_qps"], 1),
+            ]
+            for r in report.results
+        ],
+    )
+    per_file = [r for r in report.results if r["file"] != ALL_FILES]
+    out += ["", "## Per source", ""]
+    for r in per_file:
+        out += [f"### {label[r['file']]}, {r['mode']}", ""]
+        out += _table(
+            ["source", "n", "malicious", "accuracy", "flagged"],
+            [
+                [name, b["n"], b["n_malicious"], _num(b["accuracy"]), _pct(b["flagged_rate"])]
+                for name, b in r["per_source"].items()
+            ],
+        )
+        out.append("")
+    out += ["## Per category", ""]
+    if meta["profile_categories"]:
+        out += [
+            "Category accuracy: share of the category's malicious examples whose predicted category is right "
+            "(a missed attack counts as wrong); in brackets, the same over the flagged ones only.",
+            "",
+        ]
+    for r in per_file:
+        out += [f"### {label[r['file']]}, {r['mode']}", ""]
+        header = ["category", "n", "malicious", "accuracy", "flagged"]
+        with_cat = bool(meta["profile_categories"])
+        if with_cat:
+            header.append("category accuracy")
+        rows = []
+        for name, b in r["per_category"].items():
+            row = [name, b["n"], b["n_malicious"], _num(b["accuracy"]), _pct(b["flagged_rate"])]
+            if with_cat:
+                acc = b.get("category_accuracy")
+                row.append("" if acc is None else f"{acc:.4f} ({_num(b.get('category_accuracy_flagged'))})")
+            rows.append(row)
+        out += [*_table(header, rows), ""]
+    if report.failures:
+        out += ["## Refused queries", ""]
+        out += _table(
+            ["file", "mode", "id", "line", "reason"],
+            [[label[f.file], f.mode, f.id, f.line, f.reason] for f in report.failures],
+        )
+        out.append("")
+    out += ["## Plots", "", "![ROC](roc.png)", "", "![Reliability](reliability.png)", ""]
+    return "\n".join(out)
+
+
+def _plot_roc(report: EvalReport, path: Path) -> None:
+    import numpy as np
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    from .metrics import roc_curve
+
+    label = _file_labels(report)
+    fig = Figure(figsize=(6.4, 5.6))
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot()
+    ax.plot([0, 1], [0, 1], linestyle=":", color="grey", label="chance")
+    for r in report.results:
+        if r["file"] == ALL_FILES:
+            continue
+        preds = [p for p in report.predictions if p.file == r["file"] and p.mode == r["mode"]]
+        y = np.array([p.record.label == "malicious" for p in preds], dtype=np.int8)
+        s = np.array([p.malicious_probability for p in preds])
+        curve = roc_curve(y, s) if len(preds) else None
+        if curve is None:
+            continue
+        ax.plot(curve.fpr, curve.tpr, label=f"{label[r['file']]} {r['mode']} (AUC {r['roc_auc']:.3f})")
+    ax.set(xlabel="false-positive rate", ylabel="recall (malicious)", xlim=(0, 1), ylim=(0, 1.02))
+    ax.set_title(f"ROC: {Path(report.meta['model']).name}")
+    ax.grid(alpha=0.3)
+    ax.legend(loc="lower right", fontsize="small")
+    fig.savefig(path, dpi=110, bbox_inches="tight")
+
+
+def _plot_reliability(report: EvalReport, path: Path) -> None:
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    label = _file_labels(report)
+    fig = Figure(figsize=(6.4, 5.6))
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot()
+    ax.plot([0, 1], [0, 1], linestyle=":", color="grey", label="perfect calibration")
+    for r in report.results:
+        if r["file"] == ALL_FILES:
+            continue
+        bins = [b for b in r["reliability"] if b["n"]]
+        if not bins:
+            continue
+        ax.plot(
+            [b["mean_probability"] for b in bins],
+            [b["malicious_share"] for b in bins],
+            marker="o",
+            label=f"{label[r['file']]} {r['mode']} (ECE {r['ece']:.3f})",
+        )
+    ax.set(xlabel="mean malicious probability (10 equal-width bins)", ylabel="share malicious", xlim=(0, 1))
+    ax.set_ylim(-0.02, 1.02)
+    ax.set_title(f"Reliability: {Path(report.meta['model']).name}")
+    ax.grid(alpha=0.3)
+    ax.legend(loc="upper left", fontsize="small")
+    fig.savefig(path, dpi=110, bbox_inches="tight")
+
+
+def _write_text(path: Path, text: str) -> None:
+    # Written aside and renamed, so a reader never sees a half-written report.
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def write_report(report: EvalReport, out_dir: Path) -> None:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    report.out_dir = out_dir
+    lines = [json.dumps(p.to_dict(), ensure_ascii=False) for p in report.predictions]
+    _write_text(out_dir / "predictions.jsonl", "".join(line + "\n" for line in lines))
+    _write_text(out_dir / "report.json", json.dumps(report.to_dict(), indent=2, ensure_ascii=False) + "\n")
+    _write_text(out_dir / "report.md", render_markdown(report))
+    _plot_roc(report, out_dir / "roc.png")
+    _plot_reliability(report, out_dir / "reliability.png")

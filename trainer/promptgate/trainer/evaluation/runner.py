@@ -1,0 +1,478 @@
+"""Run labelled queries through the server's own engine and measure how it does.
+
+No train/serve skew on this side: the evaluator builds a `ServerConfig`, loads the engine
+with the server's `load_engine` and calls `engine.classify(Query(...))`, the very call the
+gRPC servicer makes, many queries at a time (the engine batches them). Nothing here builds a
+prompt or reads a probability itself.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import datetime
+import sys
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from .records import EvalRecord, read_records, stratified_head
+
+if TYPE_CHECKING:
+    from promptgate.server import ServerConfig
+    from promptgate.server.engine import ScreeningEngine
+
+__all__ = [
+    "ALL_FILES",
+    "HEADLINE_KEYS",
+    "MODES",
+    "EvalReport",
+    "Prediction",
+    "QueryFailure",
+    "run_evaluation",
+    "run_evaluation_async",
+]
+
+MODES = ("fast", "reasoned", "auto")
+HEADLINE_KEYS = (
+    "n",
+    "accuracy",
+    "precision",
+    "recall",
+    "f1",
+    "fpr",
+    "roc_auc",
+    "ece",
+    "recall_at_1pct_fpr",
+    "recall_at_5pct_fpr",
+)
+# The `file` of the pooled result over every data file (present when there are several).
+ALL_FILES = "ALL"
+DEFAULT_CONCURRENCY = 64
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """The engine's answer for one record in one requested mode."""
+
+    file: str
+    record: EvalRecord
+    mode: str  # the mode asked for
+    scored_mode: str  # the mode that produced the scores (AUTO resolves to fast or reasoned)
+    verdict: str
+    malicious_probability: float
+    category_predicted: str | None
+    rationale: str
+    latency_ms: float
+
+    def to_dict(self) -> dict[str, Any]:
+        """The predictions.jsonl line (the evaluation area's contract, plus `scored_mode`)."""
+        rec = self.record
+        return {
+            "file": self.file,
+            "id": rec.id,
+            "text": rec.text,
+            "label": rec.label,
+            "category": rec.category,
+            "source": rec.source,
+            "mode": self.mode,
+            "verdict": self.verdict,
+            "malicious_probability": self.malicious_probability,
+            "category_predicted": self.category_predicted,
+            "rationale": self.rationale,
+            "latency_ms": self.latency_ms,
+            "scored_mode": self.scored_mode,
+        }
+
+
+@dataclass(frozen=True)
+class QueryFailure:
+    """A record the engine refused (as the server would, e.g. text over the token limit)."""
+
+    file: str
+    id: str
+    line: int
+    mode: str
+    reason: str
+
+
+@dataclass
+class EvalReport:
+    """Everything an evaluation measured. `results` holds one entry per (file, mode)."""
+
+    meta: dict[str, Any]
+    results: list[dict[str, Any]]
+    warnings: list[str]
+    notes: list[str]
+    predictions: list[Prediction] = field(repr=False)
+    failures: list[QueryFailure] = field(repr=False)
+    out_dir: Path | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            **self.meta,
+            "warnings": list(self.warnings),
+            "notes": list(self.notes),
+            "results": self.results,
+            "failures": [dataclasses.asdict(f) for f in self.failures],
+        }
+
+    @property
+    def modes(self) -> list[str]:
+        return list(dict.fromkeys(r["mode"] for r in self.results))
+
+    def result(self, mode: str, file: str | None = None) -> dict[str, Any]:
+        """The result of `mode` on `file`; by default the only file's, or the pooled one."""
+        files = [f for f in self.meta["data_files"]]
+        if file is None:
+            file = files[0] if len(files) == 1 else ALL_FILES
+        for r in self.results:
+            if r["mode"] == mode and r["file"] == file:
+                return r
+        raise KeyError(f"no result for mode {mode!r} on {file!r}; evaluated modes: {self.modes}")
+
+    def headline(self, mode: str, file: str | None = None) -> dict[str, Any]:
+        """n, accuracy, precision, recall, F1, FPR, ROC-AUC, ECE and recall at 1% / 5% FPR."""
+        r = self.result(mode, file)
+        return {key: r[key] for key in HEADLINE_KEYS}
+
+    @property
+    def collapsed(self) -> bool:
+        return any(r["collapse"] for r in self.results)
+
+
+def _print_err(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def run_evaluation(
+    model: str | Path,
+    data_files: Sequence[str | Path],
+    *,
+    modes: Sequence[str] = ("fast",),
+    engine: str = "transformers",
+    profile: str | None = None,
+    out_dir: Path | None = None,
+    limit: int | None = None,
+    threshold: float | None = None,
+    max_rationale_tokens: int | None = None,
+    concurrency: int = DEFAULT_CONCURRENCY,
+    dtype: str | None = None,
+    device: str | None = None,
+    base_config: ServerConfig | None = None,
+    collapse_min_recall: float = 0.2,
+    progress: Callable[[str], None] | None = None,
+) -> EvalReport:
+    """Evaluate `model` on `data_files` in each of `modes`; write the report to `out_dir` if given.
+
+    Runs its own event loop (in a helper thread when the caller already runs one).
+    `base_config` carries other engine settings (vLLM memory, batch sizes...); the named
+    arguments override it. Collapse warnings are printed to stderr as well as reported.
+    """
+    coro_args = dict(
+        modes=modes,
+        engine=engine,
+        profile=profile,
+        out_dir=out_dir,
+        limit=limit,
+        threshold=threshold,
+        max_rationale_tokens=max_rationale_tokens,
+        concurrency=concurrency,
+        dtype=dtype,
+        device=device,
+        base_config=base_config,
+        collapse_min_recall=collapse_min_recall,
+        progress=progress,
+    )
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(run_evaluation_async(model, data_files, **coro_args))  # type: ignore[arg-type]
+    # Called from async code: asyncio.run cannot nest, so the evaluation gets its own thread.
+    box: dict[str, Any] = {}
+
+    def target() -> None:
+        try:
+            box["report"] = asyncio.run(run_evaluation_async(model, data_files, **coro_args))  # type: ignore[arg-type]
+        except BaseException as exc:
+            box["error"] = exc
+
+    thread = threading.Thread(target=target, name="promptgate-eval")
+    thread.start()
+    thread.join()
+    if "error" in box:
+        raise box["error"]
+    return box["report"]
+
+
+def _check_arguments(modes: Sequence[str], threshold: float | None, limit: int | None, concurrency: int) -> None:
+    if not modes:
+        raise ValueError("no modes to evaluate")
+    unknown = [m for m in modes if m not in MODES]
+    if unknown:
+        raise ValueError(f"unknown mode(s) {unknown}: use {', '.join(MODES)}")
+    if len(set(modes)) != len(modes):
+        raise ValueError(f"mode given twice: {list(modes)}")
+    if threshold is not None and not 0.0 <= threshold <= 1.0:
+        raise ValueError(f"threshold {threshold} is not in [0, 1]")
+    if limit is not None and limit < 1:
+        raise ValueError("limit must be >= 1")
+    if concurrency < 1:
+        raise ValueError("concurrency must be >= 1")
+
+
+def _engine_config(
+    model: str,
+    base: ServerConfig | None,
+    *,
+    engine: str,
+    profile: str | None,
+    threshold: float | None,
+    max_rationale_tokens: int | None,
+    dtype: str | None,
+    device: str | None,
+) -> ServerConfig:
+    from promptgate.server import ServerConfig
+
+    values: dict[str, Any] = {"model": model, "engine": engine, "profile": profile}
+    optional = {"threshold": threshold, "max_rationale_tokens": max_rationale_tokens, "dtype": dtype, "device": device}
+    values.update({k: v for k, v in optional.items() if v is not None})
+    return dataclasses.replace(base, **values) if base is not None else ServerConfig(**values)
+
+
+async def run_evaluation_async(
+    model: str | Path,
+    data_files: Sequence[str | Path],
+    *,
+    modes: Sequence[str] = ("fast",),
+    engine: str = "transformers",
+    profile: str | None = None,
+    out_dir: Path | None = None,
+    limit: int | None = None,
+    threshold: float | None = None,
+    max_rationale_tokens: int | None = None,
+    concurrency: int = DEFAULT_CONCURRENCY,
+    dtype: str | None = None,
+    device: str | None = None,
+    base_config: ServerConfig | None = None,
+    collapse_min_recall: float = 0.2,
+    progress: Callable[[str], None] | None = None,
+) -> EvalReport:
+    """`run_evaluation` on the caller's event loop."""
+    from promptgate.server.engine import load_engine
+
+    modes = [m.strip().lower() for m in modes]
+    _check_arguments(modes, threshold, limit, concurrency)
+    files = [str(f) for f in data_files]
+    if not files:
+        raise ValueError("no data files")
+    if len(set(files)) != len(files):
+        raise ValueError(f"data file given twice: {files}")
+    # Read everything before loading the model: a bad record fails in a second, not after minutes.
+    datasets: dict[str, list[EvalRecord]] = {f: stratified_head(read_records(f), limit) for f in files}
+    config = _engine_config(
+        str(model),
+        base_config,
+        engine=engine,
+        profile=profile,
+        threshold=threshold,
+        max_rationale_tokens=max_rationale_tokens,
+        dtype=dtype,
+        device=device,
+    )
+    say = progress or (lambda _message: None)
+    say(f"loading {config.model} ({config.engine} engine)")
+    started = time.monotonic()
+    screening = await load_engine(config)
+    try:
+        say(f"loaded in {time.monotonic() - started:.1f} s: {screening.backend.name} on {screening.backend.device}")
+        return await _evaluate(
+            screening, config, datasets, modes, limit, concurrency, collapse_min_recall, say, out_dir
+        )
+    finally:
+        await screening.backend.close()
+
+
+async def _evaluate(
+    screening: ScreeningEngine,
+    config: ServerConfig,
+    datasets: dict[str, list[EvalRecord]],
+    modes: list[str],
+    limit: int | None,
+    concurrency: int,
+    collapse_min_recall: float,
+    say: Callable[[str], None],
+    out_dir: Path | None,
+) -> EvalReport:
+    from .summary import summarize
+
+    profile = screening.profile
+    notes: list[str] = []
+    run_modes = list(modes)
+    if "reasoned" in run_modes and not profile.rationale_trained:
+        run_modes.remove("reasoned")
+        notes.append(
+            f"REASONED skipped: profile {profile.name!r} was not trained with rationales, so the model has no "
+            "rationale to write (the server answers REASONED requests for it with INVALID_ARGUMENT)."
+        )
+    if "auto" in run_modes and not profile.rationale_trained:
+        notes.append(
+            f"AUTO equals FAST here: profile {profile.name!r} was not trained with rationales, so AUTO never "
+            "escalates to REASONED."
+        )
+    if not profile.categories:
+        notes.append(f"profile {profile.name!r} predicts no attack categories: no category-prediction accuracy.")
+    for note in notes:
+        _print_err(f"promptgate eval: note: {note}")
+
+    predictions: list[Prediction] = []
+    failures: list[QueryFailure] = []
+    results: list[dict[str, Any]] = []
+    warnings: list[str] = []
+    walls: dict[tuple[str, str], float] = {}
+    for mode in run_modes:
+        for file, records in datasets.items():
+            say(f"{Path(file).name} {mode}: {len(records)} queries")
+            preds, fails, wall = await _classify_all(
+                screening, config, file, records, mode, config.threshold, concurrency
+            )
+            walls[(file, mode)] = wall
+            predictions += preds
+            failures += fails
+            result = summarize(
+                file, mode, preds, fails, wall, categories=profile.categories, min_recall=collapse_min_recall
+            )
+            results.append(result)
+            say(
+                f"{Path(file).name} {mode}: {result['n']} classified in {wall:.1f} s "
+                f"({result['throughput_qps']:.1f} q/s), accuracy {_fmt(result['accuracy'])}"
+            )
+            if fails:
+                warnings.append(f"{file} [{mode}]: {len(fails)} queries refused by the engine (see failures)")
+            if result["collapse"]:
+                warnings.append(_collapse_warning(file, mode, result["collapse"]))
+        if len(datasets) > 1:
+            pooled = [p for p in predictions if p.mode == mode]
+            pooled_fails = [f for f in failures if f.mode == mode]
+            wall = sum(w for (_, m), w in walls.items() if m == mode)
+            results.append(
+                summarize(
+                    ALL_FILES,
+                    mode,
+                    pooled,
+                    pooled_fails,
+                    wall,
+                    categories=profile.categories,
+                    min_recall=collapse_min_recall,
+                    check_collapse=False,  # each file was checked; a pooled warning would repeat them
+                )
+            )
+    for warning in warnings:
+        if warning.startswith("COLLAPSE"):
+            _print_err(_loud(warning))
+        else:
+            _print_err(f"promptgate eval: warning: {warning}")
+    backend = screening.backend
+    meta = {
+        "model": config.model,
+        "profile": profile.name,
+        "profile_categories": list(profile.categories),
+        "rationale_trained": profile.rationale_trained,
+        "engine": backend.name,
+        "engine_version": backend.version,
+        "device": backend.device,
+        "dtype": backend.dtype,
+        "threshold": config.threshold,
+        "auto_band": config.auto_band,
+        "max_rationale_tokens": config.max_rationale_tokens,
+        "modes_requested": list(modes),
+        "modes": run_modes,
+        "data_files": list(datasets),
+        "limit": limit,
+        "concurrency": concurrency,
+        "collapse_min_recall": collapse_min_recall,
+        "created": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+    }
+    report = EvalReport(
+        meta=meta, results=results, warnings=warnings, notes=notes, predictions=predictions, failures=failures
+    )
+    if out_dir is not None:
+        from .report import write_report
+
+        write_report(report, Path(out_dir))
+        say(f"report written to {out_dir}")
+    return report
+
+
+async def _classify_all(
+    screening: ScreeningEngine,
+    config: ServerConfig,
+    file: str,
+    records: list[EvalRecord],
+    mode: str,
+    threshold: float,
+    concurrency: int,
+) -> tuple[list[Prediction], list[QueryFailure], float]:
+    from promptgate._streams import map_unordered
+    from promptgate.server.domain import Mode, Query
+    from promptgate.server.errors import ScreeningError
+
+    engine_mode = Mode(mode)
+
+    async def one(item: tuple[int, EvalRecord]) -> tuple[int, Prediction | QueryFailure]:
+        index, rec = item
+        # The servicer checks the length in characters before the engine sees the text.
+        if len(rec.text) > config.max_text_chars:
+            reason = f"text is {len(rec.text)} characters; the limit is {config.max_text_chars} (max_text_chars)"
+            return index, QueryFailure(file, rec.id, rec.line, mode, reason)
+        start = time.perf_counter()
+        try:
+            r = await screening.classify(Query(rec.text, mode=engine_mode, threshold=threshold))
+        except ScreeningError as exc:
+            return index, QueryFailure(file, rec.id, rec.line, mode, exc.message)
+        latency_ms = (time.perf_counter() - start) * 1000.0
+        return index, Prediction(
+            file=file,
+            record=rec,
+            mode=mode,
+            scored_mode=r.mode.value,
+            verdict=r.verdict.value,
+            malicious_probability=float(r.malicious_probability),
+            category_predicted=r.category or None,
+            rationale=r.rationale,
+            latency_ms=latency_ms,
+        )
+
+    started = time.perf_counter()
+    done = [item async for item in map_unordered(enumerate(records), one, concurrency)]
+    wall = time.perf_counter() - started
+    done.sort(key=lambda item: item[0])  # input order, whatever order they finished in
+    preds = [x for _, x in done if isinstance(x, Prediction)]
+    fails = [x for _, x in done if isinstance(x, QueryFailure)]
+    return preds, fails, wall
+
+
+def _fmt(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.4f}"
+
+
+def _collapse_warning(file: str, mode: str, reasons: list[str]) -> str:
+    return f"COLLAPSE on {file} [{mode}]: the model collapsed onto one class: " + "; ".join(reasons)
+
+
+def _loud(warning: str) -> str:
+    bar = "!" * 78
+    return "\n".join(
+        [
+            bar,
+            "WARNING: CLASS COLLAPSE",
+            warning,
+            "The model gives (almost) every query one verdict, as in the 'everything is malicious' failure of a",
+            "plain-label SFT: its accuracy and F1 mean little. Check the class balance, the rationales and the",
+            "threshold.",
+            bar,
+        ]
+    )
