@@ -172,11 +172,12 @@ def narasimha_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def short_queries(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """12 short test queries, 6 per label, as the raw shared file has them (no id)."""
+    """12 short test queries, 6 per label, as the raw shared file has them (no id), and an empty one."""
     rows = [json.loads(line) for line in TEST_FILE.read_text(encoding="utf-8").splitlines()]
     picked = [r for r in rows if r["label"] == "malicious" and len(r["text"]) < 300][:6]
     picked += [r for r in rows if r["label"] == "benign" and len(r["text"]) < 300][:6]
     path = tmp_path_factory.mktemp("queries") / "short.jsonl"
+    picked.append({"text": "   ", "label": "benign"})  # the server refuses it: reported, not classified
     path.write_text("".join(json.dumps(r) + "\n" for r in picked), encoding="utf-8")
     return path
 
@@ -202,7 +203,8 @@ def test_cli_seed_profile_end_to_end(narasimha_model: Path, short_queries: Path,
     preds = _predictions(out)
     assert len(preds) == 12 * 3
     assert all(p["category_predicted"] is None for p in preds)
-    assert [p["id"] for p in preds[:12]] == [str(i) for i in range(1, 13)]  # raw file: line numbers
+    assert [p["id"] for p in preds[:12]] == [f"short:{i}" for i in range(1, 13)]  # raw file: line numbers
+    assert [(f["id"], f["reason"]) for f in data["failures"]] == [("short:13", "text is empty")] * 3
     for result in data["results"]:
         assert result["category_accuracy"] is None
         assert all("category_accuracy" not in c for c in result["per_category"].values())
@@ -277,3 +279,10 @@ def test_cli_bad_input_is_a_clear_usage_error(tiny_model: Path, tmp_path: Path, 
     assert main([*base, "--data", str(good), "--profile", "no-such-profile"]) == 2
     assert "unknown profile 'no-such-profile'" in capsys.readouterr().err
     assert not (tmp_path / "r").exists()
+
+
+async def test_run_evaluation_works_inside_a_running_event_loop(narasimha_model: Path, short_queries: Path) -> None:
+    # A caller with its own event loop (an async trainer callback) gets the same report.
+    report = run_evaluation(narasimha_model, [short_queries], modes=("fast",), limit=4)
+    assert report.headline("fast")["n"] == 4 and report.out_dir is None
+    assert [p.record.id for p in report.predictions] == ["short:1", "short:2", "short:7", "short:8"]

@@ -10,14 +10,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from promptgate.trainer.data import DataError, Example
 from promptgate.trainer.evaluation import metrics
-from promptgate.trainer.evaluation.records import (
-    DataError,
-    EvalRecord,
-    normalize_label,
-    read_records,
-    stratified_head,
-)
+from promptgate.trainer.evaluation.records import read_records, stratified_head
 
 # -- brute-force references ------------------------------------------------------------------
 
@@ -259,19 +254,10 @@ def test_a_healthy_classifier_is_no_collapse() -> None:
     assert metrics.detect_collapse(y, pred) == []
 
 
-# -- data reading -----------------------------------------------------------------------------
+# -- the files evaluation reads ---------------------------------------------------------------
 
 
-def test_labels_normalize() -> None:
-    for raw in ("malicious", "Attack", "1", 1, True, "jailbreak", "INJECTION", "unsafe"):
-        assert normalize_label(raw) == "malicious", raw
-    for raw in ("benign", "SAFE", "0", 0, False, "false"):
-        assert normalize_label(raw) == "benign", raw
-    for raw in ("maybe", 2, None, 0.5, ""):
-        assert normalize_label(raw) is None, raw
-
-
-def test_raw_jsonl_gets_line_numbers_as_ids(tmp_path) -> None:
+def test_raw_files_get_ids_from_their_line_numbers(tmp_path) -> None:
     path = tmp_path / "raw.jsonl"
     path.write_text(
         '{"text": "hello there", "label": "benign", "source": "x"}\n'
@@ -281,7 +267,7 @@ def test_raw_jsonl_gets_line_numbers_as_ids(tmp_path) -> None:
         encoding="utf-8",
     )
     recs = read_records(path)
-    assert [r.id for r in recs] == ["1", "3", "q7"]
+    assert [r.id for r in recs] == ["raw:1", "raw:3", "q7"]
     assert [r.label for r in recs] == ["benign", "malicious", "benign"]
     assert recs[0].source == "x" and recs[1].category == "jailbreak" and recs[2].category is None
 
@@ -290,42 +276,26 @@ def test_raw_jsonl_gets_line_numbers_as_ids(tmp_path) -> None:
     ("content", "message"),
     [
         ('{"text": "a", "label": "benign"}\n{"text": "b", "label": "perhaps"}\n', r"bad\.jsonl:2: unknown label"),
-        ('{"text": "a", "label": "benign"}\n{"text": "", "label": "benign"}\n', r"bad\.jsonl:2: missing or empty"),
-        ('{"text": "a", "label": "benign"}\n\n{"text": "b", "label": "benign"\n', r"bad\.jsonl:3: not valid JSON"),
-        ('{"text": "a"}\n', r"bad\.jsonl:1: missing 'label'"),
-        ('["a", "benign"]\n', r"bad\.jsonl:1: expected an object"),
-        ('{"id": 1, "text": "a", "label": 0}\n{"id": 1, "text": "b", "label": 0}\n', r"bad\.jsonl:2: id '1'"),
+        ('{"text": "a", "label": "benign"}\n\n{"text": "b", "label": "benign"\n', r"bad\.jsonl:3: broken JSON"),
+        ('{"id": 1, "text": "a", "label": 0}\n{"id": 1, "text": "b", "label": 0}\n', r"bad\.jsonl: 1 ids .*'1'"),
         ("", r"bad\.jsonl: no records"),
     ],
 )
-def test_bad_records_name_file_and_line(tmp_path, content: str, message: str) -> None:
+def test_bad_files_name_file_and_line(tmp_path, content: str, message: str) -> None:
     path = tmp_path / "bad.jsonl"
     path.write_text(content, encoding="utf-8")
     with pytest.raises(DataError, match=message):
         read_records(path)
 
 
-def test_csv_records_and_errors(tmp_path) -> None:
-    good = tmp_path / "q.csv"
-    good.write_text('text,label,category\n"two\nlines",attack,jailbreak\nhi,benign,\n', encoding="utf-8")
-    recs = read_records(good)
-    assert [(r.id, r.label, r.category) for r in recs] == [("2", "malicious", "jailbreak"), ("4", "benign", None)]
-    bad = tmp_path / "bad.csv"
-    bad.write_text("text,label\nhi,benign\nyo,whatever\n", encoding="utf-8")
-    with pytest.raises(DataError, match=r"bad\.csv:3: unknown label"):
-        read_records(bad)
-    no_label = tmp_path / "nolabel.csv"
-    no_label.write_text("text\nhi\n", encoding="utf-8")
-    with pytest.raises(DataError, match="needs 'text' and 'label'"):
-        read_records(no_label)
+def test_missing_file_is_a_data_error(tmp_path) -> None:
+    with pytest.raises(DataError, match=r"nothing\.jsonl"):
+        read_records(tmp_path / "nothing.jsonl")
 
 
-def _recs(labels: str) -> list[EvalRecord]:
+def _recs(labels: str) -> list[Example]:
     names = {"m": "malicious", "b": "benign"}
-    return [
-        EvalRecord(id=str(i), text=f"t{i}", label=names[c], category=None, source=None, line=i)
-        for i, c in enumerate(labels, start=1)
-    ]
+    return [Example(id=str(i), text=f"t{i}", label=names[c]) for i, c in enumerate(labels, start=1)]  # type: ignore[arg-type]
 
 
 def test_stratified_head_keeps_label_shares_in_file_order() -> None:
@@ -334,7 +304,7 @@ def test_stratified_head_keeps_label_shares_in_file_order() -> None:
     assert [r.id for r in head] == ["1", "2", "3", "11", "12", "13"]
     assert stratified_head(recs, 6) == head  # deterministic
     assert stratified_head(recs, None) == recs and stratified_head(recs, 100) == recs
-    uneven = stratified_head(_recs("mmmmmmmbbb"), 5)  # 70/30: 3.5 / 1.5 -> remainders tie, first label wins
+    uneven = stratified_head(_recs("mmmmmmmbbb"), 5)  # 3.5 / 1.5: remainders tie, the first label wins
     assert sum(r.label == "malicious" for r in uneven) == 4 and len(uneven) == 5
     with pytest.raises(ValueError):
         stratified_head(recs, 0)

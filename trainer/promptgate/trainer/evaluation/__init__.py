@@ -14,13 +14,12 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from .records import DataError, EvalRecord, read_records, stratified_head
+    from .records import DataError, read_records, stratified_head
     from .report import headline_table, render_markdown, write_report
     from .runner import EvalReport, Prediction, QueryFailure, run_evaluation, run_evaluation_async
 
 __all__ = [
     "DataError",
-    "EvalRecord",
     "EvalReport",
     "Prediction",
     "QueryFailure",
@@ -35,7 +34,6 @@ __all__ = [
 
 _HOME = {
     "DataError": "records",
-    "EvalRecord": "records",
     "read_records": "records",
     "stratified_head": "records",
     "headline_table": "report",

@@ -189,8 +189,8 @@ def render_markdown(report: EvalReport) -> str:
     if report.failures:
         out += ["## Refused queries", ""]
         out += _table(
-            ["file", "mode", "id", "line", "reason"],
-            [[label[f.file], f.mode, f.id, f.line, f.reason] for f in report.failures],
+            ["file", "mode", "id", "reason"],
+            [[label[f.file], f.mode, f.id, f.reason] for f in report.failures],
         )
         out.append("")
     out += ["## Plots", "", "![ROC](roc.png)", "", "![Reliability](reliability.png)", ""]

@@ -19,11 +19,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .records import EvalRecord, read_records, stratified_head
+from .records import read_records, stratified_head
 
 if TYPE_CHECKING:
     from promptgate.server import ServerConfig
     from promptgate.server.engine import ScreeningEngine
+    from promptgate.trainer.data import Example
 
 __all__ = [
     "ALL_FILES",
@@ -59,7 +60,7 @@ class Prediction:
     """The engine's answer for one record in one requested mode."""
 
     file: str
-    record: EvalRecord
+    record: Example
     mode: str  # the mode asked for
     scored_mode: str  # the mode that produced the scores (AUTO resolves to fast or reasoned)
     verdict: str
@@ -94,7 +95,6 @@ class QueryFailure:
 
     file: str
     id: str
-    line: int
     mode: str
     reason: str
 
@@ -272,7 +272,7 @@ async def run_evaluation_async(
     if len(set(files)) != len(files):
         raise ValueError(f"data file given twice: {files}")
     # Read everything before loading the model: a bad record fails in a second, not after minutes.
-    datasets: dict[str, list[EvalRecord]] = {f: stratified_head(read_records(f), limit) for f in files}
+    datasets: dict[str, list[Example]] = {f: stratified_head(read_records(f), limit) for f in files}
     config = _engine_config(
         str(model),
         base_config,
@@ -299,7 +299,7 @@ async def run_evaluation_async(
 async def _evaluate(
     screening: ScreeningEngine,
     config: ServerConfig,
-    datasets: dict[str, list[EvalRecord]],
+    datasets: dict[str, list[Example]],
     modes: list[str],
     limit: int | None,
     concurrency: int,
@@ -411,7 +411,7 @@ async def _classify_all(
     screening: ScreeningEngine,
     config: ServerConfig,
     file: str,
-    records: list[EvalRecord],
+    records: list[Example],
     mode: str,
     threshold: float,
     concurrency: int,
@@ -422,17 +422,19 @@ async def _classify_all(
 
     engine_mode = Mode(mode)
 
-    async def one(item: tuple[int, EvalRecord]) -> tuple[int, Prediction | QueryFailure]:
+    async def one(item: tuple[int, Example]) -> tuple[int, Prediction | QueryFailure]:
         index, rec = item
-        # The servicer checks the length in characters before the engine sees the text.
+        # The servicer's own checks, made before the engine sees a query.
+        if not rec.text.strip():
+            return index, QueryFailure(file, rec.id, mode, "text is empty")
         if len(rec.text) > config.max_text_chars:
             reason = f"text is {len(rec.text)} characters; the limit is {config.max_text_chars} (max_text_chars)"
-            return index, QueryFailure(file, rec.id, rec.line, mode, reason)
+            return index, QueryFailure(file, rec.id, mode, reason)
         start = time.perf_counter()
         try:
             r = await screening.classify(Query(rec.text, mode=engine_mode, threshold=threshold))
         except ScreeningError as exc:
-            return index, QueryFailure(file, rec.id, rec.line, mode, exc.message)
+            return index, QueryFailure(file, rec.id, mode, exc.message)
         latency_ms = (time.perf_counter() - start) * 1000.0
         return index, Prediction(
             file=file,
