@@ -17,7 +17,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "eval",
         help="evaluate a model on labelled queries through the server's engine (JSON, Markdown, plots)",
         description="Classify labelled queries with the server's own engine and report accuracy, precision, "
-        "recall, F1, FPR, ROC-AUC, calibration, recall at 1%%/5%% FPR, per-source and per-category breakdowns, "
+        "recall, F1, FPR, ROC-AUC, calibration, recall at 1%/5% FPR, per-source and per-category breakdowns, "
         "confusion matrices and latency, per data file and mode. Exit status 3 with --fail-on-collapse when "
         "one class's recall collapses. PROMPTGATE_* engine settings apply as they would to a server.",
     )

@@ -124,17 +124,18 @@ class EvalReport:
     def modes(self) -> list[str]:
         return list(dict.fromkeys(r["mode"] for r in self.results))
 
-    def result(self, mode: str, file: str | None = None) -> dict[str, Any]:
+    def result(self, mode: str, file: str | Path | None = None) -> dict[str, Any]:
         """The result of `mode` on `file`; by default the only file's, or the pooled one."""
-        files = [f for f in self.meta["data_files"]]
+        files = self.meta["data_files"]
         if file is None:
             file = files[0] if len(files) == 1 else ALL_FILES
+        file = str(file)
         for r in self.results:
             if r["mode"] == mode and r["file"] == file:
                 return r
         raise KeyError(f"no result for mode {mode!r} on {file!r}; evaluated modes: {self.modes}")
 
-    def headline(self, mode: str, file: str | None = None) -> dict[str, Any]:
+    def headline(self, mode: str, file: str | Path | None = None) -> dict[str, Any]:
         """n, accuracy, precision, recall, F1, FPR, ROC-AUC, ECE and recall at 1% / 5% FPR."""
         r = self.result(mode, file)
         return {key: r[key] for key in HEADLINE_KEYS}
