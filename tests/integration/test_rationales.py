@@ -146,7 +146,7 @@ async def test_400_is_not_retried_and_exhausted_retries_are_rejects(teacher: Tea
     assert result.summary.failed == 2 and result.summary.rejected == 0
     assert_partition(examples, result.examples, result.rejects)
     # Teacher failures are not cached: a rerun with the teacher healthy asks for exactly those two.
-    teacher._text_status.clear()
+    teacher.heal()
     before = len(teacher.requests)
     again = await generate_rationales(examples, config(teacher), FAST, tmp_path / "cache.jsonl")
     assert len(teacher.requests) - before == 2 and not again.rejects
@@ -274,8 +274,7 @@ async def test_persistent_bad_answers_land_in_rejects_and_nothing_is_lost(
     again = await generate_rationales(examples, config(teacher), options, cache)
     assert len(teacher.requests) - before == 1  # only the 400, which was the teacher's failure
     assert {r["id"] for r in again.rejects} == set(kinds)
-    teacher._bad.clear()
-    teacher._text_status.clear()
+    teacher.heal()
     retried = replace(options, retry_rejected=True)
     final = await generate_rationales(examples, config(teacher), retried, cache)
     assert not final.rejects and len(final.examples) == 10
