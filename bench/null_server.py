@@ -17,7 +17,7 @@ from collections.abc import Sequence
 
 from promptgate.profiles import PromptBuilder, resolve_profile
 from promptgate.server import ServerConfig, create_server
-from promptgate.server.engine import BackendStats, ScreeningEngine, ScreeningSettings
+from promptgate.server.engine import BackendStats, Generation, ScreeningEngine, ScreeningSettings
 
 
 class NullBackend:
@@ -35,8 +35,8 @@ class NullBackend:
     async def score_next(self, prompt_ids: Sequence[int], allowed_ids: Sequence[int]) -> list[float]:
         return [1.0 / len(allowed_ids)] * len(allowed_ids)
 
-    async def generate(self, prompt_ids: Sequence[int], max_new_tokens: int, stop_ids: Sequence[int]) -> list[int]:
-        return []
+    async def generate(self, prompt_ids: Sequence[int], max_new_tokens: int, stop_ids: Sequence[int]) -> Generation:
+        return Generation([], None)
 
     def stats(self) -> BackendStats:
         return BackendStats(queued=0, running=0)
@@ -45,9 +45,9 @@ class NullBackend:
 async def run(model: str, port: int) -> None:
     from transformers import AutoTokenizer
 
-    config = ServerConfig(model=model, host="127.0.0.1", port=port, log_level="warning")
+    config = ServerConfig(model=model, host="127.0.0.1", port=port, log_level="warning", metrics_port=0)
     handle = create_server(config)
-    await handle.server.start()
+    await handle.start()
     builder = PromptBuilder(AutoTokenizer.from_pretrained(model), resolve_profile(model))
     engine = ScreeningEngine(model_id=model, backend=NullBackend(), builder=builder, settings=ScreeningSettings())
     await handle.attach_engine(engine, config)

@@ -36,6 +36,7 @@ def server_config(model: Path, **overrides: object) -> ServerConfig:
         "max_text_chars": 2000,
         "max_batch_items": 1000,
         "log_level": "warning",
+        "metrics_port": 0,  # tests that read metrics pick a free port
     }
     values.update(overrides)
     return ServerConfig(**values)  # type: ignore[arg-type]

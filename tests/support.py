@@ -50,8 +50,7 @@ class BackgroundServer:
 
     async def _start(self) -> ServerHandle:
         handle = create_server(self.config)
-        await handle.set_serving(False)
-        await handle.server.start()
+        await handle.start()
         if self._load:
             await handle.attach_engine(await load_engine(self.config), self.config)
         return handle

@@ -29,16 +29,18 @@ VERDICT_BENIGN: Verdict
 VERDICT_MALICIOUS: Verdict
 
 class ClassifyRequest(_message.Message):
-    __slots__ = ("id", "text", "mode", "threshold")
+    __slots__ = ("id", "text", "mode", "threshold", "truncate")
     ID_FIELD_NUMBER: _ClassVar[int]
     TEXT_FIELD_NUMBER: _ClassVar[int]
     MODE_FIELD_NUMBER: _ClassVar[int]
     THRESHOLD_FIELD_NUMBER: _ClassVar[int]
+    TRUNCATE_FIELD_NUMBER: _ClassVar[int]
     id: str
     text: str
     mode: Mode
     threshold: float
-    def __init__(self, id: _Optional[str] = ..., text: _Optional[str] = ..., mode: _Optional[_Union[Mode, str]] = ..., threshold: _Optional[float] = ...) -> None: ...
+    truncate: bool
+    def __init__(self, id: _Optional[str] = ..., text: _Optional[str] = ..., mode: _Optional[_Union[Mode, str]] = ..., threshold: _Optional[float] = ..., truncate: _Optional[bool] = ...) -> None: ...
 
 class LabelScore(_message.Message):
     __slots__ = ("label", "probability")
@@ -49,7 +51,7 @@ class LabelScore(_message.Message):
     def __init__(self, label: _Optional[str] = ..., probability: _Optional[float] = ...) -> None: ...
 
 class ClassifyResponse(_message.Message):
-    __slots__ = ("id", "verdict", "malicious_probability", "label", "category", "rationale", "mode", "threshold", "label_scores", "error", "model")
+    __slots__ = ("id", "verdict", "malicious_probability", "label", "category", "rationale", "mode", "threshold", "label_scores", "error", "model", "truncated")
     ID_FIELD_NUMBER: _ClassVar[int]
     VERDICT_FIELD_NUMBER: _ClassVar[int]
     MALICIOUS_PROBABILITY_FIELD_NUMBER: _ClassVar[int]
@@ -61,6 +63,7 @@ class ClassifyResponse(_message.Message):
     LABEL_SCORES_FIELD_NUMBER: _ClassVar[int]
     ERROR_FIELD_NUMBER: _ClassVar[int]
     MODEL_FIELD_NUMBER: _ClassVar[int]
+    TRUNCATED_FIELD_NUMBER: _ClassVar[int]
     id: str
     verdict: Verdict
     malicious_probability: float
@@ -72,7 +75,8 @@ class ClassifyResponse(_message.Message):
     label_scores: _containers.RepeatedCompositeFieldContainer[LabelScore]
     error: _status_pb2.Status
     model: str
-    def __init__(self, id: _Optional[str] = ..., verdict: _Optional[_Union[Verdict, str]] = ..., malicious_probability: _Optional[float] = ..., label: _Optional[str] = ..., category: _Optional[str] = ..., rationale: _Optional[str] = ..., mode: _Optional[_Union[Mode, str]] = ..., threshold: _Optional[float] = ..., label_scores: _Optional[_Iterable[_Union[LabelScore, _Mapping]]] = ..., error: _Optional[_Union[_status_pb2.Status, _Mapping]] = ..., model: _Optional[str] = ...) -> None: ...
+    truncated: bool
+    def __init__(self, id: _Optional[str] = ..., verdict: _Optional[_Union[Verdict, str]] = ..., malicious_probability: _Optional[float] = ..., label: _Optional[str] = ..., category: _Optional[str] = ..., rationale: _Optional[str] = ..., mode: _Optional[_Union[Mode, str]] = ..., threshold: _Optional[float] = ..., label_scores: _Optional[_Iterable[_Union[LabelScore, _Mapping]]] = ..., error: _Optional[_Union[_status_pb2.Status, _Mapping]] = ..., model: _Optional[str] = ..., truncated: _Optional[bool] = ...) -> None: ...
 
 class ClassifyBatchRequest(_message.Message):
     __slots__ = ("requests",)
@@ -101,16 +105,20 @@ class LabelInfo(_message.Message):
     def __init__(self, label: _Optional[str] = ..., verdict: _Optional[_Union[Verdict, str]] = ..., category: _Optional[str] = ...) -> None: ...
 
 class Limits(_message.Message):
-    __slots__ = ("max_text_chars", "max_batch_items", "max_rationale_tokens", "max_message_bytes")
+    __slots__ = ("max_text_chars", "max_batch_items", "max_rationale_tokens", "max_message_bytes", "max_text_tokens", "max_queue")
     MAX_TEXT_CHARS_FIELD_NUMBER: _ClassVar[int]
     MAX_BATCH_ITEMS_FIELD_NUMBER: _ClassVar[int]
     MAX_RATIONALE_TOKENS_FIELD_NUMBER: _ClassVar[int]
     MAX_MESSAGE_BYTES_FIELD_NUMBER: _ClassVar[int]
+    MAX_TEXT_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    MAX_QUEUE_FIELD_NUMBER: _ClassVar[int]
     max_text_chars: int
     max_batch_items: int
     max_rationale_tokens: int
     max_message_bytes: int
-    def __init__(self, max_text_chars: _Optional[int] = ..., max_batch_items: _Optional[int] = ..., max_rationale_tokens: _Optional[int] = ..., max_message_bytes: _Optional[int] = ...) -> None: ...
+    max_text_tokens: int
+    max_queue: int
+    def __init__(self, max_text_chars: _Optional[int] = ..., max_batch_items: _Optional[int] = ..., max_rationale_tokens: _Optional[int] = ..., max_message_bytes: _Optional[int] = ..., max_text_tokens: _Optional[int] = ..., max_queue: _Optional[int] = ...) -> None: ...
 
 class GetModelInfoResponse(_message.Message):
     __slots__ = ("model", "profile", "labels", "categories", "rationale_trained", "engine", "engine_version", "device", "dtype", "default_mode", "default_threshold", "auto_band", "limits", "server_version", "system_prompt")

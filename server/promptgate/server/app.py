@@ -22,7 +22,10 @@ from promptgate.v1 import classifier_pb2_grpc as pb_grpc
 
 from .config import ServerConfig
 from .engine import ScreeningEngine, load_engine
+from .interceptors import RpcEnvelopeInterceptor
 from .logs import configure_logging, get_logger
+from .metrics import ServerMetrics
+from .security import TokenAuthInterceptor, load_tokens, server_credentials
 from .servicer import ClassifierServicer, model_info
 
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["ClassifierService"].full_name
@@ -35,7 +38,17 @@ class ServerHandle:
     servicer: ClassifierServicer
     health: HealthServicer
     port: int
+    config: ServerConfig
+    metrics: ServerMetrics
     engine: ScreeningEngine | None = None
+    metrics_port: int | None = None
+
+    async def start(self) -> None:
+        """Start taking calls (health NOT_SERVING until `attach_engine`) and the metrics endpoint."""
+        await self.set_serving(False)
+        await self.server.start()
+        if self.config.metrics_port:
+            self.metrics_port = self.metrics.serve_http(self.config.metrics_host, self.config.metrics_port)
 
     async def set_serving(self, serving: bool) -> None:
         status = health_pb2.HealthCheckResponse.SERVING if serving else health_pb2.HealthCheckResponse.NOT_SERVING
@@ -44,6 +57,10 @@ class ServerHandle:
 
     async def attach_engine(self, engine: ScreeningEngine, config: ServerConfig) -> None:
         self.engine = engine
+        backend = engine.backend
+        self.metrics.watch(lambda: backend.stats().running)
+        if hasattr(backend, "on_batch"):
+            backend.on_batch = self.metrics.batch_size.observe
         self.servicer.attach(engine, model_info(engine, config))
         await self.set_serving(True)
 
@@ -53,6 +70,7 @@ class ServerHandle:
         await self.server.stop(grace)
         if self.engine is not None:
             await self.engine.backend.close()
+        self.metrics.close()
 
 
 def create_server(config: ServerConfig) -> ServerHandle:
@@ -65,8 +83,16 @@ def create_server(config: ServerConfig) -> ServerHandle:
         ("grpc.max_receive_message_length", config.max_message_bytes),
         ("grpc.max_send_message_length", config.max_message_bytes),
     ]
-    server = grpc.aio.server(options=options)
-    servicer = ClassifierServicer(config)
+    metrics = ServerMetrics()
+    # Outermost first: the envelope sees (and counts) what auth turns away.
+    interceptors: list[grpc.aio.ServerInterceptor] = [RpcEnvelopeInterceptor(metrics)]
+    tokens = load_tokens(config)
+    if tokens:
+        interceptors.append(
+            TokenAuthInterceptor(tokens, on_reject=lambda method: log.warning("unauthenticated", method=method))
+        )
+    server = grpc.aio.server(options=options, interceptors=interceptors)
+    servicer = ClassifierServicer(config, metrics)
     pb_grpc.add_ClassifierServiceServicer_to_server(servicer, server)
     health = HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health, server)
@@ -74,10 +100,16 @@ def create_server(config: ServerConfig) -> ServerHandle:
         (SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME),
         server,
     )
-    port = server.add_insecure_port(f"{config.host}:{config.port}")
+    address = f"{config.host}:{config.port}"
+    credentials = server_credentials(config)
+    port = server.add_secure_port(address, credentials) if credentials else server.add_insecure_port(address)
     if port == 0:
-        raise OSError(f"cannot listen on {config.host}:{config.port}")
-    return ServerHandle(server=server, servicer=servicer, health=health, port=port)
+        raise OSError(f"cannot listen on {address}")
+    return ServerHandle(server=server, servicer=servicer, health=health, port=port, config=config, metrics=metrics)
+
+
+def _log_rejected(method: str) -> None:
+    log.warning("unauthenticated", method=method)
 
 
 async def _wait_for_death(engine: ScreeningEngine, interval: float = 0.5) -> None:
@@ -91,9 +123,16 @@ async def serve(config: ServerConfig) -> int:
     configure_logging(config.log_level)
     log.info("config", **config.as_log_dict())
     handle = create_server(config)
-    await handle.set_serving(False)
-    await handle.server.start()
-    log.info("listening", host=config.host, port=handle.port)
+    await handle.start()
+    log.info(
+        "listening",
+        host=config.host,
+        port=handle.port,
+        tls=config.tls_cert is not None,
+        mutual_tls=config.tls_client_ca is not None,
+        token_auth=bool(load_tokens(config)),
+        metrics_port=handle.metrics_port,
+    )
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

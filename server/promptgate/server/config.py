@@ -12,6 +12,7 @@ import argparse
 import dataclasses
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from .domain import Mode
@@ -24,8 +25,9 @@ class ConfigError(ValueError):
     """A configuration value is invalid; the message names the flag and the variable."""
 
 
-def _opt(help: str, choices: Sequence[str] | None = None, flag: str | None = None) -> Any:
-    return {"help": help, "choices": tuple(choices) if choices else None, "flag": flag}
+def _opt(help: str, choices: Sequence[str] | None = None, *, secret: bool = False) -> Any:
+    # secret: an environment variable only (a flag would show in `ps`), redacted in logs.
+    return {"help": help, "choices": tuple(choices) if choices else None, "secret": secret}
 
 
 @dataclass(frozen=True)
@@ -71,6 +73,20 @@ class ServerConfig:
         metadata=_opt("AUTO escalates to REASONED when |probability - threshold| <= this band."),
     )
     max_text_chars: int = field(default=16000, metadata=_opt("Longest accepted query, in characters."))
+    max_text_tokens: int | None = field(
+        default=None,
+        metadata=_opt(
+            "Longest accepted query, in the model's tokens; default and upper bound: what fits the model's "
+            "context with the prompt and the longest rationale."
+        ),
+    )
+    max_queue: int = field(
+        default=2048,
+        metadata=_opt(
+            "Most queries admitted at once (queued or running in the engine); past it Classify and ClassifyBatch "
+            "get RESOURCE_EXHAUSTED with a retry hint and streams stop reading. At least --max-batch-items."
+        ),
+    )
     max_batch_items: int = field(default=1024, metadata=_opt("Most queries accepted in one ClassifyBatch."))
     max_rationale_tokens: int = field(default=128, metadata=_opt("Longest rationale REASONED generates, in tokens."))
     max_model_len: int | None = field(
@@ -116,6 +132,36 @@ class ServerConfig:
         metadata=_opt("Seconds in-flight calls get to finish on SIGTERM before they are cancelled."),
     )
     log_level: str = field(default="info", metadata=_opt("Log level.", ["debug", "info", "warning", "error"]))
+    log_query_text: bool = field(
+        default=False,
+        metadata=_opt("Put the raw query text in the per-query log lines (off: queries may hold personal data)."),
+    )
+    metrics_port: int = field(
+        default=9090,
+        metadata=_opt("Port of the Prometheus /metrics endpoint (plain HTTP, apart from the gRPC port); 0: off."),
+    )
+    metrics_host: str = field(default="0.0.0.0", metadata=_opt("Address the metrics endpoint listens on."))
+    tls_cert: str | None = field(
+        default=None, metadata=_opt("PEM certificate chain of the server; with --tls-key the port speaks TLS only.")
+    )
+    tls_key: str | None = field(default=None, metadata=_opt("PEM private key of --tls-cert."))
+    tls_client_ca: str | None = field(
+        default=None,
+        metadata=_opt("PEM CA bundle: clients must present a certificate it signed (mutual TLS). Needs --tls-cert."),
+    )
+    auth_token_file: str | None = field(
+        default=None,
+        metadata=_opt(
+            "File of accepted bearer tokens, one per line (# comments); calls without one get UNAUTHENTICATED. "
+            "The health service stays open for probes."
+        ),
+    )
+    auth_tokens: str | None = field(
+        default=None,
+        metadata=_opt(
+            "Accepted bearer tokens, comma- or newline-separated, added to --auth-token-file's.", secret=True
+        ),
+    )
 
     def __post_init__(self) -> None:
         problems = []
@@ -128,8 +174,22 @@ class ServerConfig:
             problems.append(f"{_names('threshold')}: {self.threshold} is not in [0, 1]")
         if not 0.0 <= self.auto_band <= 0.5:
             problems.append(f"{_names('auto_band')}: {self.auto_band} is not in [0, 0.5]")
-        if not 0 <= self.port <= 65535:
-            problems.append(f"{_names('port')}: {self.port} is not a port")
+        for name in ("port", "metrics_port"):
+            if not 0 <= getattr(self, name) <= 65535:
+                problems.append(f"{_names(name)}: {getattr(self, name)} is not a port")
+        if self.max_batch_items > self.max_queue:
+            problems.append(
+                f"{_names('max_queue')}: {self.max_queue} is below --max-batch-items ({self.max_batch_items}): "
+                "a full batch could never be admitted"
+            )
+        if (self.tls_cert is None) != (self.tls_key is None):
+            problems.append(f"{_names('tls_cert')} and {_names('tls_key')}: give both or neither")
+        if self.tls_client_ca is not None and self.tls_cert is None:
+            problems.append(f"{_names('tls_client_ca')}: mutual TLS needs --tls-cert and --tls-key")
+        for name in ("tls_cert", "tls_key", "tls_client_ca", "auth_token_file"):
+            path = getattr(self, name)
+            if path is not None and not Path(path).is_file():
+                problems.append(f"{_names(name)}: {path} is not a readable file")
         positive = (
             "max_text_chars",
             "max_batch_items",
@@ -138,6 +198,7 @@ class ServerConfig:
             "max_engine_batch_tokens",
             "max_stream_inflight",
             "max_message_bytes",
+            "max_queue",
         )
         problems += [f"{_names(n)}: must be > 0" for n in positive if getattr(self, n) <= 0]
         optional_positive = (
@@ -146,6 +207,7 @@ class ServerConfig:
             "max_num_seqs",
             "kv_cache_memory_gib",
             "block_size",
+            "max_text_tokens",
         )
         problems += [
             f"{_names(n)}: must be > 0"
@@ -169,7 +231,11 @@ class ServerConfig:
         return Mode(self.default_mode)
 
     def as_log_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        values = dataclasses.asdict(self)
+        for f in dataclasses.fields(self):
+            if f.metadata.get("secret") and values[f.name] is not None:
+                values[f.name] = "<redacted>"
+        return values
 
     # -- sources -----------------------------------------------------------------------
 
@@ -177,6 +243,8 @@ class ServerConfig:
     def add_arguments(cls, parser: argparse.ArgumentParser) -> None:
         """Add one flag per field; defaults are left unset so the environment can fill them."""
         for f in dataclasses.fields(cls):
+            if f.metadata.get("secret"):
+                continue
             kind = _field_type(f)
             help_text = f"{f.metadata['help']} [env {ENV_PREFIX}{f.name.upper()}; default {f.default!r}]"
             parser.add_argument(
@@ -192,7 +260,7 @@ class ServerConfig:
     def from_sources(cls, args: argparse.Namespace | None, environ: Mapping[str, str]) -> ServerConfig:
         values: dict[str, Any] = {}
         for f in dataclasses.fields(cls):
-            flag_value = getattr(args, f.name, None) if args is not None else None
+            flag_value = getattr(args, f.name, None) if args is not None and not f.metadata.get("secret") else None
             if flag_value is not None:
                 values[f.name] = flag_value
                 continue

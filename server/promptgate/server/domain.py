@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import enum
+from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 from promptgate.profiles import Verdict
 
-__all__ = ["Classification", "LabelScore", "Mode", "Query", "Verdict"]
+__all__ = ["Classification", "LabelScore", "Mode", "Query", "Verdict", "keep_both_ends"]
+
+T = TypeVar("T")
 
 
 class Mode(enum.Enum):
@@ -23,6 +27,10 @@ class Query:
     text: str
     mode: Mode | None = None
     threshold: float | None = None
+    # Cut over-long text to the limits instead of rejecting it.
+    truncate: bool = False
+    # The text was already cut to the character limit before it got here.
+    truncated: bool = False
 
 
 @dataclass(frozen=True)
@@ -42,3 +50,16 @@ class Classification:
     mode: Mode
     threshold: float
     label_scores: tuple[LabelScore, ...] = field(default=())
+    truncated: bool = False
+    # REASONED: rationale length, and when its first token came (time.perf_counter()).
+    rationale_tokens: int = 0
+    first_token_at: float | None = None
+
+
+def keep_both_ends(items: Sequence[T], limit: int) -> list[T]:
+    """The first and the last halves of `limit` items: attack instructions sit at either end."""
+    if len(items) <= limit:
+        return list(items)
+    head = (limit + 1) // 2
+    tail = limit - head
+    return [*items[:head], *items[len(items) - tail :]] if tail else list(items[:head])

@@ -35,9 +35,11 @@ class ScreeningError(Exception):
 
     kind: ErrorKind = ErrorKind.INTERNAL
 
-    def __init__(self, message: str, kind: ErrorKind | None = None) -> None:
+    def __init__(self, message: str, kind: ErrorKind | None = None, *, retry_after: float | None = None) -> None:
         super().__init__(message)
         self.message = message
+        # Seconds after which a retry may succeed; sent as gRPC's retry pushback.
+        self.retry_after = retry_after
         if kind is not None:
             self.kind = kind
 

@@ -10,13 +10,14 @@ up to a stop token. Cancelling the awaiting coroutine must stop the backend's wo
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
 from promptgate.profiles import ModelProfile, PromptBuilder, Verdict
 
-from ..domain import Classification, LabelScore, Mode, Query
+from ..domain import Classification, LabelScore, Mode, Query, keep_both_ends
 from ..errors import InvalidInput
 from ..scoring import LabelTrie
 
@@ -31,6 +32,14 @@ class BackendStats:
 
     queued: int
     running: int
+
+
+@dataclass(frozen=True)
+class Generation:
+    """A greedy continuation without its stop token, and when its first token came."""
+
+    token_ids: list[int]
+    first_token_at: float | None  # time.perf_counter(); None when nothing was generated
 
 
 @runtime_checkable
@@ -49,7 +58,7 @@ class ModelBackend(Protocol):
         """Probabilities of `allowed_ids` as the next token, normalized over them."""
         ...
 
-    async def generate(self, prompt_ids: Sequence[int], max_new_tokens: int, stop_ids: Sequence[int]) -> list[int]:
+    async def generate(self, prompt_ids: Sequence[int], max_new_tokens: int, stop_ids: Sequence[int]) -> Generation:
         """Greedy continuation, without the stop token; at most `max_new_tokens` long."""
         ...
 
@@ -76,6 +85,8 @@ class ScreeningSettings:
     threshold: float = 0.5
     auto_band: float = 0.15
     max_rationale_tokens: int = 128
+    # Cap on query tokens; None: what fits the model. Above what fits is a config error.
+    max_text_tokens: int | None = None
 
 
 class ScreeningEngine:
@@ -112,34 +123,44 @@ class ScreeningEngine:
                 f"max model length {backend.max_model_len} leaves no room for a query "
                 f"(prompt overhead {builder.overhead_tokens}, rationale {settings.max_rationale_tokens})"
             )
+        if settings.max_text_tokens is not None:
+            if settings.max_text_tokens > self.max_text_tokens:
+                raise ValueError(
+                    f"max_text_tokens {settings.max_text_tokens} does not fit the model: at most "
+                    f"{self.max_text_tokens} query tokens fit max model length {backend.max_model_len}"
+                )
+            self.max_text_tokens = settings.max_text_tokens
 
     async def classify(self, query: Query) -> Classification:
         mode = query.mode or self.settings.default_mode
         threshold = self.settings.threshold if query.threshold is None else query.threshold
         if mode is Mode.REASONED and not self.profile.rationale_trained:
             raise InvalidInput(f"model profile {self.profile.name!r} was not trained with rationales: use FAST")
-        text_ids = await self._encode(query.text)
+        text_ids, cut = await self._encode(query.text, query.truncate)
+        truncated = cut or query.truncated
         if mode is Mode.REASONED:
-            return await self._reasoned(text_ids, threshold)
-        result = await self._fast(text_ids, threshold)
-        if (
-            mode is Mode.AUTO
-            and self.profile.rationale_trained
-            and abs(result.malicious_probability - threshold) <= self.settings.auto_band
-        ):
-            return await self._reasoned(text_ids, threshold)
-        return result
+            result = await self._reasoned(text_ids, threshold)
+        else:
+            result = await self._fast(text_ids, threshold)
+            if (
+                mode is Mode.AUTO
+                and self.profile.rationale_trained
+                and abs(result.malicious_probability - threshold) <= self.settings.auto_band
+            ):
+                result = await self._reasoned(text_ids, threshold)
+        return dataclasses.replace(result, truncated=truncated) if truncated else result
 
-    async def _encode(self, text: str) -> list[int]:
+    async def _encode(self, text: str, truncate: bool) -> tuple[list[int], bool]:
         if len(text) > _INLINE_TOKENIZE_CHARS:
             ids = await asyncio.to_thread(self.builder.encode_text, text)
         else:
             ids = self.builder.encode_text(text)
-        if len(ids) > self.max_text_tokens:
-            raise InvalidInput(
-                f"text is {len(ids)} tokens long; the limit is {self.max_text_tokens} tokens (max_text_tokens)"
-            )
-        return ids
+        limit = self.max_text_tokens
+        if len(ids) <= limit:
+            return ids, False
+        if not truncate:
+            raise InvalidInput(f"text is {len(ids)} tokens long; the limit is {limit} tokens (max_text_tokens)")
+        return keep_both_ends(ids, limit), True
 
     async def _fast(self, text_ids: list[int], threshold: float) -> Classification:
         prompt = self.builder.fast_prompt(text_ids)
@@ -147,12 +168,16 @@ class ScreeningEngine:
 
     async def _reasoned(self, text_ids: list[int], threshold: float) -> Classification:
         prompt = self.builder.reasoned_prompt(text_ids)
-        rationale_ids = await self.backend.generate(
+        generation = await self.backend.generate(
             prompt, self.settings.max_rationale_tokens, [self.builder.think_end_id]
         )
+        rationale_ids = generation.token_ids
         label_prompt = self.builder.after_rationale(prompt, rationale_ids)
         rationale = self.builder.decode_rationale(rationale_ids)
-        return await self._decide(label_prompt, threshold, Mode.REASONED, rationale=rationale)
+        result = await self._decide(label_prompt, threshold, Mode.REASONED, rationale=rationale)
+        return dataclasses.replace(
+            result, rationale_tokens=len(rationale_ids), first_token_at=generation.first_token_at
+        )
 
     async def _decide(self, prompt: list[int], threshold: float, mode: Mode, rationale: str) -> Classification:
         probs = await self._labels.score(prompt, self.backend.score_next)
@@ -180,3 +205,4 @@ class ScreeningEngine:
             threshold=threshold,
             label_scores=tuple(scores),
         )
+

@@ -89,15 +89,16 @@ async def load_engine(config: ServerConfig) -> ScreeningEngine:
         LabelTrie(seqs.labels).max_branching, LabelTrie(seqs.categories).max_branching if seqs.categories else 0
     )
     backend = build_backend(config, pad_token_id=int(pad), max_logprobs=max(20, widest))
-    await backend.start()
-    return ScreeningEngine(
-        model_id=config.model,
-        backend=backend,
-        builder=builder,
-        settings=ScreeningSettings(
-            default_mode=config.mode,
-            threshold=config.threshold,
-            auto_band=config.auto_band,
-            max_rationale_tokens=config.max_rationale_tokens,
-        ),
+    settings = ScreeningSettings(
+        default_mode=config.mode,
+        threshold=config.threshold,
+        auto_band=config.auto_band,
+        max_rationale_tokens=config.max_rationale_tokens,
+        max_text_tokens=config.max_text_tokens,
     )
+    await backend.start()
+    try:
+        return ScreeningEngine(model_id=config.model, backend=backend, builder=builder, settings=settings)
+    except ValueError:  # the limits do not fit the model: release the engine before failing
+        await backend.close()
+        raise

@@ -12,14 +12,15 @@ from __future__ import annotations
 import asyncio
 import collections
 import concurrent.futures
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 
 from ..errors import NotReady
-from .base import BackendStats
+from .base import BackendStats, Generation
 
 
 @dataclass(eq=False)
@@ -33,6 +34,8 @@ class _Job:
     # Set on the event loop when the waiting coroutine gives up; read by the worker
     # thread between decoding steps (a plain bool: a torn read is impossible under the GIL).
     abandoned: bool = False
+    # Set by the worker thread when the row's first new token exists (time.perf_counter()).
+    first_token_at: float | None = None
 
 
 class _StopAbandonedRows:
@@ -42,6 +45,11 @@ class _StopAbandonedRows:
         self.jobs = jobs
 
     def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor, **kwargs: Any) -> torch.Tensor:
+        # Called after every decoding step: the first call is when the first tokens exist.
+        if self.jobs and self.jobs[0].first_token_at is None:
+            now = time.perf_counter()
+            for job in self.jobs:
+                job.first_token_at = now
         return torch.tensor([job.abandoned for job in self.jobs], dtype=torch.bool, device=input_ids.device)
 
 
@@ -91,6 +99,8 @@ class TransformersBackend:
         self._wakeup: asyncio.Event | None = None
         self._dispatcher: asyncio.Task[None] | None = None
         self._running = 0
+        # Called with each forward pass's batch size (metrics); None: not observed.
+        self.on_batch: Callable[[int], None] | None = None
         # One thread: torch parallelizes inside an op; two batches at once would only fight.
         self._executor = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="promptgate-engine")
 
@@ -137,7 +147,7 @@ class TransformersBackend:
     async def score_next(self, prompt_ids: Sequence[int], allowed_ids: Sequence[int]) -> list[float]:
         return await self._submit(_Job("score", list(prompt_ids), self._new_future(), allowed=list(allowed_ids)))
 
-    async def generate(self, prompt_ids: Sequence[int], max_new_tokens: int, stop_ids: Sequence[int]) -> list[int]:
+    async def generate(self, prompt_ids: Sequence[int], max_new_tokens: int, stop_ids: Sequence[int]) -> Generation:
         job = _Job(
             "generate",
             list(prompt_ids),
@@ -145,7 +155,8 @@ class TransformersBackend:
             max_new_tokens=max_new_tokens,
             stop_ids=tuple(stop_ids),
         )
-        return await self._submit(job)
+        tokens = await self._submit(job)
+        return Generation(tokens, job.first_token_at if tokens else None)
 
     def _new_future(self) -> asyncio.Future[Any]:
         return asyncio.get_running_loop().create_future()
@@ -175,6 +186,8 @@ class TransformersBackend:
                 continue
             run = self._run_scores if batch[0].kind == "score" else self._run_generation
             self._running = len(batch)
+            if self.on_batch is not None:
+                self.on_batch(len(batch))
             try:
                 results = await loop.run_in_executor(self._executor, run, batch)
             except Exception as exc:  # a failed batch fails its jobs, not the dispatcher

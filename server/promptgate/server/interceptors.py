@@ -1,0 +1,168 @@
+"""The RPC envelope every call passes through: request id, RPC metrics, undecodable requests.
+
+- Request id: the caller's `x-request-id` metadata, else a fresh one; bound to every log
+  line of the call and sent back as `x-request-id` trailing metadata.
+- `promptgate_requests_total{rpc, code}` counts every finished call, including the ones
+  other interceptors (auth) turned away.
+- A message that is not a valid protobuf of the method's request type (or whose strings are
+  not valid UTF-8) is the caller's fault: INVALID_ARGUMENT naming the problem, instead of
+  the INTERNAL that gRPC gives when a deserializer raises.
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import grpc
+import structlog
+from google.protobuf.message import DecodeError
+
+from .errors import InvalidInput, ScreeningError
+from .metrics import ServerMetrics
+
+__all__ = ["MalformedRequest", "RpcEnvelopeInterceptor"]
+
+REQUEST_ID_KEY = "x-request-id"
+_REQUEST_ID_OK = re.compile(r"^[A-Za-z0-9._:/=+-]{1,128}$")
+
+
+@dataclass(frozen=True)
+class MalformedRequest:
+    """Stands in for a request that could not be decoded."""
+
+    reason: str
+
+
+def _tolerant(deserializer: Callable[[bytes], Any] | None) -> Callable[[bytes], Any] | None:
+    if deserializer is None:
+        return None
+
+    def decode(data: bytes) -> Any:
+        try:
+            return deserializer(data)
+        except (DecodeError, UnicodeDecodeError, ValueError) as exc:
+            return MalformedRequest(f"request is not a valid protobuf message of the method's type: {exc}")
+
+    return decode
+
+
+def _request_id(metadata: Any) -> str:
+    for key, value in metadata or ():
+        # Echoed into logs and metadata: accept only a plain token, else make our own.
+        if key == REQUEST_ID_KEY and isinstance(value, str) and _REQUEST_ID_OK.match(value):
+            return value
+    return uuid.uuid4().hex
+
+
+class RpcEnvelopeInterceptor(grpc.aio.ServerInterceptor):
+    def __init__(self, metrics: ServerMetrics) -> None:
+        self.metrics = metrics
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler:
+        handler = await continuation(handler_call_details)
+        if handler is None:
+            return handler
+        rpc = handler_call_details.method.rsplit("/", 1)[-1]
+        request_id = _request_id(handler_call_details.invocation_metadata)
+        requests = self.metrics.requests
+
+        def finish(context: grpc.aio.ServicerContext, failed: BaseException | None) -> None:
+            code = context.code()
+            if code is None:
+                code = grpc.StatusCode.OK if failed is None else grpc.StatusCode.UNKNOWN
+            if isinstance(code, int):  # set via context.set_code with a raw int
+                code = grpc.StatusCode.UNKNOWN
+            requests.labels(rpc=rpc, code=code.name).inc()
+
+        async def begin(context: grpc.aio.ServicerContext) -> None:
+            structlog.contextvars.bind_contextvars(request_id=request_id)
+            # Trailing, not initial, metadata: headers sent before a failure commit the call,
+            # and gRPC's client retry policy (UNAVAILABLE, RESOURCE_EXHAUSTED) could not retry it.
+            context.set_trailing_metadata(((REQUEST_ID_KEY, request_id),))
+
+        async def abort_malformed(context: grpc.aio.ServicerContext, request: MalformedRequest) -> None:
+            await context.abort(
+                grpc.StatusCode.INVALID_ARGUMENT, request.reason, trailing_metadata=context.trailing_metadata()
+            )
+
+        async def checked(requests_in: AsyncIterator[Any]) -> AsyncIterator[Any]:
+            async for request in requests_in:
+                if isinstance(request, MalformedRequest):
+                    raise InvalidInput(request.reason)
+                yield request
+
+        async def unary_unary(request: Any, context: grpc.aio.ServicerContext) -> Any:
+            await begin(context)
+            failed: BaseException | None = None
+            try:
+                if isinstance(request, MalformedRequest):
+                    await abort_malformed(context, request)
+                return await handler.unary_unary(request, context)
+            except BaseException as exc:
+                failed = exc
+                raise
+            finally:
+                finish(context, failed)
+
+        async def unary_stream(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+            await begin(context)
+            failed: BaseException | None = None
+            try:
+                if isinstance(request, MalformedRequest):
+                    await abort_malformed(context, request)
+                async for response in handler.unary_stream(request, context):
+                    yield response
+            except BaseException as exc:
+                failed = exc
+                raise
+            finally:
+                finish(context, failed)
+
+        async def stream_unary(requests_in: AsyncIterator[Any], context: grpc.aio.ServicerContext) -> Any:
+            await begin(context)
+            failed: BaseException | None = None
+            try:
+                return await handler.stream_unary(checked(requests_in), context)
+            except ScreeningError as error:
+                failed = error
+                await context.abort(error.status_code, error.message, trailing_metadata=context.trailing_metadata())
+            except BaseException as exc:
+                failed = exc
+                raise
+            finally:
+                finish(context, failed)
+
+        async def stream_stream(requests_in: AsyncIterator[Any], context: grpc.aio.ServicerContext) -> Any:
+            await begin(context)
+            failed: BaseException | None = None
+            try:
+                async for response in handler.stream_stream(checked(requests_in), context):
+                    yield response
+            except ScreeningError as error:
+                failed = error
+                await context.abort(error.status_code, error.message, trailing_metadata=context.trailing_metadata())
+            except BaseException as exc:
+                failed = exc
+                raise
+            finally:
+                finish(context, failed)
+
+        kwargs = {
+            "request_deserializer": _tolerant(handler.request_deserializer),
+            "response_serializer": handler.response_serializer,
+        }
+        if handler.unary_unary:
+            return grpc.unary_unary_rpc_method_handler(unary_unary, **kwargs)
+        if handler.unary_stream:
+            return grpc.unary_stream_rpc_method_handler(unary_stream, **kwargs)
+        if handler.stream_unary:
+            return grpc.stream_unary_rpc_method_handler(stream_unary, **kwargs)
+        return grpc.stream_stream_rpc_method_handler(stream_stream, **kwargs)
