@@ -1,4 +1,4 @@
-"""The `promptgate` command: serve, classify, info, screen, tiny-model; data, train, eval.
+"""The `promptgate` command: serve, classify, info, health, screen, tiny-model; data, train, eval.
 
 This is the entry point: the only place that reads the environment. The client commands
 need only the base install; `serve` and `tiny-model` need the `server` extra.
@@ -24,6 +24,32 @@ def _target_default(environ: os._Environ[str] | dict[str, str]) -> str:
     return environ.get("PROMPTGATE_TARGET", "localhost:50051")
 
 
+def _add_connection_args(parser: argparse.ArgumentParser) -> None:
+    """TLS, mutual TLS and token flags of every command that calls a server."""
+    group = parser.add_argument_group("connection")
+    group.add_argument("--tls", action="store_true", help="connect with TLS (the system's trust store)")
+    group.add_argument("--ca-cert", metavar="PEM", help="CA bundle to verify the server with (implies --tls)")
+    group.add_argument("--client-cert", metavar="PEM", help="client certificate for mutual TLS (implies --tls)")
+    group.add_argument("--client-key", metavar="PEM", help="private key of --client-cert")
+    group.add_argument("--server-name", help="TLS name to verify when the target is an address")
+    group.add_argument("--token-file", metavar="FILE", help="file holding the bearer token [or env PROMPTGATE_TOKEN]")
+
+
+def _connection(args: argparse.Namespace, environ: os._Environ[str] | dict[str, str]) -> dict[str, object]:
+    """Client settings from the connection flags; the token comes from a file or the environment."""
+    token = environ.get("PROMPTGATE_TOKEN") or None
+    if args.token_file:
+        token = Path(args.token_file).read_text(encoding="utf-8").strip()
+    return {
+        "tls": args.tls,
+        "root_certificates": Path(args.ca_cert) if args.ca_cert else None,
+        "client_cert": Path(args.client_cert) if args.client_cert else None,
+        "client_key": Path(args.client_key) if args.client_key else None,
+        "server_name": args.server_name,
+        "token": token,
+    }
+
+
 def build_parser(environ: dict[str, str] | os._Environ[str]) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="promptgate", description="Screen user queries to AI agents for prompt attacks."
@@ -46,10 +72,23 @@ def build_parser(environ: dict[str, str] | os._Environ[str]) -> argparse.Argumen
     classify.add_argument("--threshold", type=float, default=None, help="malicious-probability threshold")
     classify.add_argument("--json", action="store_true", help="one JSON object per line")
     classify.add_argument("--timeout", type=float, default=60.0, help="deadline per call, seconds")
+    classify.add_argument(
+        "--truncate", action="store_true", help="cut over-long queries to the server's limits instead of failing"
+    )
+    _add_connection_args(classify)
 
     info = sub.add_parser("info", help="describe the served model")
     info.add_argument("--target", default=_target_default(environ), help=target_help)
     info.add_argument("--json", action="store_true", help="print JSON")
+    _add_connection_args(info)
+
+    health = sub.add_parser(
+        "health", help="exit 0 if the server's gRPC health service says SERVING (container health checks)"
+    )
+    health.add_argument("--target", default=_target_default(environ), help=target_help)
+    health.add_argument("--service", default="", help="service to ask about (default: the whole server)")
+    health.add_argument("--timeout", type=float, default=5.0, help="deadline, seconds")
+    _add_connection_args(health)
 
     screen = sub.add_parser(
         "screen",
@@ -86,6 +125,7 @@ def build_parser(environ: dict[str, str] | os._Environ[str]) -> argparse.Argumen
     screen.add_argument("--summary-json", type=Path, help="also write the summary as JSON here")
     screen.add_argument("--top", type=int, default=10, help="flagged queries listed in the summary")
     screen.add_argument("--quiet", action="store_true", help="no progress bar and no summary on stderr")
+    _add_connection_args(screen)
 
     tiny = sub.add_parser(
         "tiny-model", help="build a tiny random-weight Qwen3-shaped model (tests, offline smoke runs)"
@@ -143,19 +183,28 @@ def _classify(args: argparse.Namespace) -> int:
         print("promptgate classify: no text given", file=sys.stderr)
         return EXIT_USAGE
     failed = False
-    with Client(args.target, timeout=args.timeout) as client:
+    # on_error="raise": an operator's command shows what failed instead of a stand-in verdict.
+    with Client(args.target, timeout=args.timeout, on_error="raise", **_connection(args, os.environ)) as client:
         limit = client.model_info().limits["max_batch_items"] or 1
         for start in range(0, len(texts), limit):
             chunk = texts[start : start + limit]
-            results = client.classify_batch(chunk, mode=args.mode, threshold=args.threshold)
+            results = client.classify_batch(chunk, mode=args.mode, threshold=args.threshold, truncate=args.truncate)
             for text, result in zip(chunk, results, strict=True):
                 failed |= isinstance(result, ItemError)
                 _print_result(result, args.json, text)
     return EXIT_FAILED if failed else EXIT_OK
 
 
+def _health(args: argparse.Namespace) -> int:
+    from promptgate.client.health import check_health
+
+    status = check_health(args.target, service=args.service, timeout=args.timeout, **_connection(args, os.environ))
+    print(status)
+    return EXIT_OK if status == "SERVING" else EXIT_FAILED
+
+
 def _info(args: argparse.Namespace) -> int:
-    with Client(args.target) as client:
+    with Client(args.target, **_connection(args, os.environ)) as client:
         info = client.model_info()
     data = {
         "model": info.model,
@@ -250,7 +299,13 @@ async def _screen_async(options, args: argparse.Namespace, environ: dict[str, st
         screener = await LocalScreener.load(config, mode=args.mode, threshold=args.threshold, window=options.window)
     else:
         target = args.target or _target_default(environ)
-        screener = await RemoteScreener.connect(target, mode=args.mode, threshold=args.threshold, window=options.window)
+        screener = await RemoteScreener.connect(
+            target,
+            mode=args.mode,
+            threshold=args.threshold,
+            window=options.window,
+            transport=_connection(args, environ),  # type: ignore[arg-type]
+        )
     try:
         return await run_screen(options, screener)
     finally:
@@ -278,6 +333,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _classify(args)
         if args.command == "info":
             return _info(args)
+        if args.command == "health":
+            return _health(args)
         if args.command == "screen":
             return _screen(args, environ)
         if args.command == "tiny-model":

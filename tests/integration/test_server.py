@@ -80,7 +80,7 @@ def test_stream_of_1000_answers_each_once(server: BackgroundServer) -> None:
 
 
 def test_stream_assigns_positions_to_empty_ids_and_reports_bad_items(server: BackgroundServer) -> None:
-    with Client(server.target) as client:
+    with Client(server.target, on_error="raise") as client:
         results = list(client.classify_stream(["fine", "", "also fine", "x" * 5000]))
     by_id = {r.id: r for r in results}
     assert set(by_id) == {"0", "1", "2", "3"}
@@ -90,7 +90,7 @@ def test_stream_assigns_positions_to_empty_ids_and_reports_bad_items(server: Bac
 
 
 def test_bad_batch_items_fail_alone(server: BackgroundServer) -> None:
-    with Client(server.target) as client:
+    with Client(server.target, on_error="raise") as client:
         results = client.classify_batch(
             [
                 ScreenRequest("ok", id="a"),
@@ -123,7 +123,7 @@ def test_bad_input_is_invalid_argument_and_the_server_keeps_serving(server, requ
 
 
 def test_client_raises_its_exception_tree(server: BackgroundServer) -> None:
-    with Client(server.target) as client:
+    with Client(server.target, on_error="raise") as client:
         with pytest.raises(InvalidArgumentError, match="text is empty") as info:
             client.classify("")
         assert info.value.code is grpc.StatusCode.INVALID_ARGUMENT
@@ -133,7 +133,7 @@ def test_client_raises_its_exception_tree(server: BackgroundServer) -> None:
 
 def test_too_large_batch_fails_the_call(server: BackgroundServer) -> None:
     with (
-        Client(server.target) as client,
+        Client(server.target, on_error="raise") as client,
         pytest.raises(InvalidArgumentError, match=r"1001 requests; the limit is 1000"),
     ):
         client.classify_batch(["x"] * 1001)
@@ -174,8 +174,11 @@ async def test_async_client_mirrors_the_sync_one(server: BackgroundServer) -> No
         batch = await client.classify_batch(TEXTS)
         streamed = [r async for r in client.classify_stream(ScreenRequest(t, id=str(i)) for i, t in enumerate(TEXTS))]
         info = await client.model_info()
+        closed = await client.classify(" ")  # the default failure policy: fail closed
+    assert closed.failed and closed.is_malicious and closed.error and closed.error.code == "INVALID_ARGUMENT"
+    async with AsyncClient(server.target, on_error="raise") as raising:
         with pytest.raises(InvalidArgumentError):
-            await client.classify(" ")
+            await raising.classify(" ")
     assert one.id == "a1" and len(batch) == 4 and sorted(r.id for r in streamed) == ["0", "1", "2", "3"]
     assert info.engine == "transformers"
     with Client(server.target) as sync:
@@ -249,7 +252,7 @@ def test_unavailable_while_loading_then_serving(tiny_model) -> None:
                     call(request, timeout=10)
                 assert info.value.code() is grpc.StatusCode.UNAVAILABLE
                 assert "loading" in info.value.details()
-        with Client(srv.target, max_attempts=1) as client, pytest.raises(UnavailableError):
+        with Client(srv.target, max_attempts=1, on_error="raise") as client, pytest.raises(UnavailableError):
             client.classify("hi")
         # A retrying client rides out the load: UNAVAILABLE is retried by the channel.
         loader = threading.Timer(0.3, lambda: srv.run(srv.load_now()))

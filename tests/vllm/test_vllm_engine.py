@@ -36,7 +36,7 @@ def test_auto_picks_vllm_when_installed() -> None:
 
 
 def test_every_rpc_through_vllm(vllm_server: BackgroundServer) -> None:
-    with Client(vllm_server.target, timeout=120) as client:
+    with Client(vllm_server.target, timeout=120, on_error="raise") as client:
         info = client.model_info()
         fast = client.classify(QUERIES[1], id="f", mode="fast")
         reasoned = client.classify(QUERIES[1], id="r", mode="reasoned")

@@ -8,6 +8,7 @@ with Client("localhost:50051") as client:
 """
 
 from ._async import AsyncClient
+from ._base import ClientOptions
 from ._errors import (
     CancelledError,
     DeadlineExceededError,
@@ -19,6 +20,7 @@ from ._errors import (
     UnauthenticatedError,
     UnavailableError,
 )
+from ._policy import FailurePolicy
 from ._sync import Client
 from ._types import Classification, ItemError, LabelInfo, LabelScore, Mode, ModelInfo, ScreenRequest, Verdict
 
@@ -27,7 +29,9 @@ __all__ = [
     "CancelledError",
     "Classification",
     "Client",
+    "ClientOptions",
     "DeadlineExceededError",
+    "FailurePolicy",
     "InternalError",
     "InvalidArgumentError",
     "ItemError",

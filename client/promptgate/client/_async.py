@@ -2,17 +2,18 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterable, AsyncIterator, Iterable, Sequence
-from typing import Any
+from collections.abc import AsyncIterable, AsyncIterator, Iterable
+from typing import Unpack
 
-import grpc
 import grpc.aio
 
 from promptgate.v1 import classifier_pb2 as pb
 from promptgate.v1 import classifier_pb2_grpc as pb_grpc
 
-from ._channel import DEFAULT_TARGET, DEFAULT_TIMEOUT, channel_options
-from ._errors import InternalError, translated_errors
+from ._base import ClientOptions, ClientSettings
+from ._channel import DEFAULT_TARGET, Targets, async_channel
+from ._errors import ServiceError, translated_errors
+from ._policy import item_result
 from ._types import (
     Classification,
     ItemError,
@@ -21,28 +22,22 @@ from ._types import (
     ScreenRequest,
     batch_request_pb,
     from_model_info_pb,
-    from_response_pb,
     to_request_pb,
 )
 
 
-class AsyncClient:
-    """asyncio promptgate client; see `Client` for the semantics of each method."""
+class AsyncClient(ClientSettings):
+    """asyncio promptgate client; see `Client` for the settings and each method's semantics."""
 
     def __init__(
         self,
-        target: str = DEFAULT_TARGET,
+        target: Targets = DEFAULT_TARGET,
         *,
-        timeout: float | None = DEFAULT_TIMEOUT,
-        max_attempts: int = 5,
-        channel_options_extra: Sequence[tuple[str, Any]] = (),
         channel: grpc.aio.Channel | None = None,
+        **settings: Unpack[ClientOptions],
     ) -> None:
-        self.target = target
-        self.timeout = timeout
-        self._channel = channel or grpc.aio.insecure_channel(
-            target, options=channel_options(max_attempts, channel_options_extra)
-        )
+        super().__init__(target, **settings)
+        self._channel = channel or async_channel(target, self.transport, self._options)
         self._stub = pb_grpc.ClassifierServiceStub(self._channel)
 
     async def __aenter__(self) -> AsyncClient:
@@ -54,9 +49,6 @@ class AsyncClient:
     async def close(self) -> None:
         await self._channel.close()
 
-    def _deadline(self, timeout: float | None) -> float | None:
-        return self.timeout if timeout is None else timeout
-
     async def classify(
         self,
         text: str,
@@ -64,15 +56,17 @@ class AsyncClient:
         id: str = "",
         mode: Mode | str | None = None,
         threshold: float | None = None,
+        truncate: bool = False,
         timeout: float | None = None,
     ) -> Classification:
-        request = to_request_pb(text, mode=mode, threshold=threshold, id=id)
-        with translated_errors():
-            response = await self._stub.Classify(request, timeout=self._deadline(timeout))
-        result = from_response_pb(response)
-        if isinstance(result, ItemError):
-            raise InternalError(f"server answered Classify with an item error: {result.message}")
-        return result
+        request = to_request_pb(text, mode=mode, threshold=threshold, id=id, truncate=truncate)
+        response, error = None, None
+        try:
+            with translated_errors():
+                response = await self._stub.Classify(request, timeout=self._deadline(timeout), metadata=self._metadata)
+        except ServiceError as exc:
+            error = exc
+        return self._single(response, error, request)
 
     async def classify_batch(
         self,
@@ -80,12 +74,19 @@ class AsyncClient:
         *,
         mode: Mode | str | None = None,
         threshold: float | None = None,
+        truncate: bool = False,
         timeout: float | None = None,
     ) -> list[Classification | ItemError]:
-        request = batch_request_pb(items, mode, threshold)
-        with translated_errors():
-            response = await self._stub.ClassifyBatch(request, timeout=self._deadline(timeout))
-        return [from_response_pb(r) for r in response.responses]
+        request = batch_request_pb(items, mode, threshold, truncate)
+        response, error = None, None
+        try:
+            with translated_errors():
+                response = await self._stub.ClassifyBatch(
+                    request, timeout=self._deadline(timeout), metadata=self._metadata
+                )
+        except ServiceError as exc:
+            error = exc
+        return self._batch(response, error, request)
 
     async def classify_stream(
         self,
@@ -93,25 +94,28 @@ class AsyncClient:
         *,
         mode: Mode | str | None = None,
         threshold: float | None = None,
+        truncate: bool = False,
         timeout: float | None = None,
     ) -> AsyncIterator[Classification | ItemError]:
         async def requests() -> AsyncIterator[pb.ClassifyRequest]:
             if isinstance(items, AsyncIterable):
                 async for item in items:
-                    yield to_request_pb(item, mode=mode, threshold=threshold)
+                    yield to_request_pb(item, mode=mode, threshold=threshold, truncate=truncate)
             else:
                 for item in items:
-                    yield to_request_pb(item, mode=mode, threshold=threshold)
+                    yield to_request_pb(item, mode=mode, threshold=threshold, truncate=truncate)
 
-        call = self._stub.ClassifyStream(requests(), timeout=timeout)
+        call = self._stub.ClassifyStream(requests(), timeout=timeout, metadata=self._metadata)
         try:
             with translated_errors():
                 async for response in call:
-                    yield from_response_pb(response)
+                    yield item_result(self.on_error, response)
         finally:
             call.cancel()
 
     async def model_info(self, *, timeout: float | None = None) -> ModelInfo:
         with translated_errors():
-            info = await self._stub.GetModelInfo(pb.GetModelInfoRequest(), timeout=self._deadline(timeout))
+            info = await self._stub.GetModelInfo(
+                pb.GetModelInfoRequest(), timeout=self._deadline(timeout), metadata=self._metadata
+            )
         return from_model_info_pb(info)

@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Sequence
-from typing import Any
+from collections.abc import Iterable, Iterator
+from typing import Unpack
 
 import grpc
 
 from promptgate.v1 import classifier_pb2 as pb
 from promptgate.v1 import classifier_pb2_grpc as pb_grpc
 
-from ._channel import DEFAULT_TARGET, DEFAULT_TIMEOUT, channel_options
-from ._errors import InternalError, translated_errors
+from ._base import ClientOptions, ClientSettings
+from ._channel import DEFAULT_TARGET, Targets, sync_channel
+from ._errors import ServiceError, translated_errors
+from ._policy import item_result
 from ._types import (
     Classification,
     ItemError,
@@ -20,32 +22,34 @@ from ._types import (
     ScreenRequest,
     batch_request_pb,
     from_model_info_pb,
-    from_response_pb,
     to_request_pb,
 )
 
 
-class Client:
+class Client(ClientSettings):
     """Blocking promptgate client; `AsyncClient` has the same methods as coroutines.
 
-    `timeout` is the deadline of each call in seconds (None: no deadline), overridable per
-    call. UNAVAILABLE is retried by the channel up to `max_attempts` times.
+    target: `host:port`; `dns:///name:port` to balance over every address of a name (a
+    Kubernetes headless Service); or a list of `host:port` to balance over.
+    timeout: the deadline of each call in seconds (None: no deadline), overridable per call.
+    max_attempts: UNAVAILABLE and RESOURCE_EXHAUSTED are retried by the channel, honouring
+    the server's retry pushback.
+    on_error: what a query that could not be screened gets: "fail_closed" (default: a
+    MALICIOUS verdict with `error` set), "fail_open" (BENIGN with `error` set) or "raise"
+    (an exception; batch and stream items become `ItemError`).
+    tls, root_certificates, client_cert, client_key, server_name: TLS and mutual TLS (PEM
+    bytes, text or a file path). token: a bearer token sent with every call.
     """
 
     def __init__(
         self,
-        target: str = DEFAULT_TARGET,
+        target: Targets = DEFAULT_TARGET,
         *,
-        timeout: float | None = DEFAULT_TIMEOUT,
-        max_attempts: int = 5,
-        channel_options_extra: Sequence[tuple[str, Any]] = (),
         channel: grpc.Channel | None = None,
+        **settings: Unpack[ClientOptions],
     ) -> None:
-        self.target = target
-        self.timeout = timeout
-        self._channel = channel or grpc.insecure_channel(
-            target, options=channel_options(max_attempts, channel_options_extra)
-        )
+        super().__init__(target, **settings)
+        self._channel = channel or sync_channel(target, self.transport, self._options)
         self._stub = pb_grpc.ClassifierServiceStub(self._channel)
 
     def __enter__(self) -> Client:
@@ -57,9 +61,6 @@ class Client:
     def close(self) -> None:
         self._channel.close()
 
-    def _deadline(self, timeout: float | None) -> float | None:
-        return self.timeout if timeout is None else timeout
-
     def classify(
         self,
         text: str,
@@ -67,15 +68,17 @@ class Client:
         id: str = "",
         mode: Mode | str | None = None,
         threshold: float | None = None,
+        truncate: bool = False,
         timeout: float | None = None,
     ) -> Classification:
-        request = to_request_pb(text, mode=mode, threshold=threshold, id=id)
-        with translated_errors():
-            response = self._stub.Classify(request, timeout=self._deadline(timeout))
-        result = from_response_pb(response)
-        if isinstance(result, ItemError):  # a unary call reports errors as its status
-            raise InternalError(f"server answered Classify with an item error: {result.message}")
-        return result
+        request = to_request_pb(text, mode=mode, threshold=threshold, id=id, truncate=truncate)
+        response, error = None, None
+        try:
+            with translated_errors():
+                response = self._stub.Classify(request, timeout=self._deadline(timeout), metadata=self._metadata)
+        except ServiceError as exc:
+            error = exc
+        return self._single(response, error, request)
 
     def classify_batch(
         self,
@@ -83,13 +86,18 @@ class Client:
         *,
         mode: Mode | str | None = None,
         threshold: float | None = None,
+        truncate: bool = False,
         timeout: float | None = None,
     ) -> list[Classification | ItemError]:
-        """Results in input order; an item the server rejects is an `ItemError`, not an exception."""
-        request = batch_request_pb(items, mode, threshold)
-        with translated_errors():
-            response = self._stub.ClassifyBatch(request, timeout=self._deadline(timeout))
-        return [from_response_pb(r) for r in response.responses]
+        """Results in input order; an item the server rejects follows the failure policy."""
+        request = batch_request_pb(items, mode, threshold, truncate)
+        response, error = None, None
+        try:
+            with translated_errors():
+                response = self._stub.ClassifyBatch(request, timeout=self._deadline(timeout), metadata=self._metadata)
+        except ServiceError as exc:
+            error = exc
+        return self._batch(response, error, request)
 
     def classify_stream(
         self,
@@ -97,23 +105,28 @@ class Client:
         *,
         mode: Mode | str | None = None,
         threshold: float | None = None,
+        truncate: bool = False,
         timeout: float | None = None,
     ) -> Iterator[Classification | ItemError]:
         """Results as they finish (not in input order); match them by id.
 
-        Items without an id get their 0-based position as id. `timeout` bounds the whole
-        stream and has no client default: bulk streams may run for hours.
+        Items without an id get their 0-based position as id. Item errors follow the failure
+        policy; a failure of the stream itself raises (the items not answered yet are not
+        known to the server). `timeout` bounds the whole stream and has no client default:
+        bulk streams may run for hours.
         """
-        requests = (to_request_pb(i, mode=mode, threshold=threshold) for i in items)
-        call = self._stub.ClassifyStream(requests, timeout=timeout)
+        requests = (to_request_pb(i, mode=mode, threshold=threshold, truncate=truncate) for i in items)
+        call = self._stub.ClassifyStream(requests, timeout=timeout, metadata=self._metadata)
         try:
             with translated_errors():
                 for response in call:
-                    yield from_response_pb(response)
+                    yield item_result(self.on_error, response)
         finally:
             call.cancel()  # no-op once finished; stops the server's work if we stop early
 
     def model_info(self, *, timeout: float | None = None) -> ModelInfo:
         with translated_errors():
-            info = self._stub.GetModelInfo(pb.GetModelInfoRequest(), timeout=self._deadline(timeout))
+            info = self._stub.GetModelInfo(
+                pb.GetModelInfoRequest(), timeout=self._deadline(timeout), metadata=self._metadata
+            )
         return from_model_info_pb(info)

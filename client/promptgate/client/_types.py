@@ -41,6 +41,8 @@ class ScreenRequest:
     id: str = ""
     mode: Mode | str | None = None
     threshold: float | None = None
+    # Cut over-long text to the server's limits (first and last parts) instead of failing.
+    truncate: bool = False
 
 
 @dataclass(frozen=True)
@@ -63,10 +65,19 @@ class Classification:
     threshold: float
     model: str
     label_scores: tuple[LabelScore, ...] = field(default=())
+    # The server cut the text to its limits before classifying (the request set truncate).
+    truncated: bool = False
+    # Set when the query could not be screened and the failure policy answered instead.
+    error: ItemError | None = None
 
     @property
     def is_malicious(self) -> bool:
         return self.verdict is Verdict.MALICIOUS
+
+    @property
+    def failed(self) -> bool:
+        """True when this verdict comes from the failure policy, not from the model."""
+        return self.error is not None
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -79,6 +90,8 @@ class Classification:
             "mode": self.mode.value,
             "threshold": self.threshold,
             "model": self.model,
+            **({"truncated": True} if self.truncated else {}),
+            **({"error": {"code": self.error.code, "message": self.error.message}} if self.error else {}),
         }
 
 
@@ -130,7 +143,12 @@ def to_mode(mode: Mode | str | None) -> Mode | None:
 
 
 def to_request_pb(
-    item: str | ScreenRequest, *, mode: Mode | str | None = None, threshold: float | None = None, id: str = ""
+    item: str | ScreenRequest,
+    *,
+    mode: Mode | str | None = None,
+    threshold: float | None = None,
+    id: str = "",
+    truncate: bool = False,
 ) -> pb.ClassifyRequest:
     if isinstance(item, str):
         item = ScreenRequest(text=item, id=id)
@@ -138,6 +156,7 @@ def to_request_pb(
         id=item.id,
         text=item.text,
         mode=_MODE_TO_PB[to_mode(item.mode if item.mode is not None else mode)],
+        truncate=item.truncate or truncate,
     )
     chosen = item.threshold if item.threshold is not None else threshold
     if chosen is not None:
@@ -161,6 +180,7 @@ def from_response_pb(resp: pb.ClassifyResponse) -> Classification | ItemError:
         threshold=resp.threshold,
         model=resp.model,
         label_scores=tuple(LabelScore(s.label, s.probability) for s in resp.label_scores),
+        truncated=resp.truncated,
     )
 
 
@@ -183,6 +203,8 @@ def from_model_info_pb(info: pb.GetModelInfoResponse) -> ModelInfo:
             "max_batch_items": info.limits.max_batch_items,
             "max_rationale_tokens": info.limits.max_rationale_tokens,
             "max_message_bytes": info.limits.max_message_bytes,
+            "max_text_tokens": info.limits.max_text_tokens,
+            "max_queue": info.limits.max_queue,
         },
         server_version=info.server_version,
         system_prompt=info.system_prompt,
@@ -190,6 +212,8 @@ def from_model_info_pb(info: pb.GetModelInfoResponse) -> ModelInfo:
 
 
 def batch_request_pb(
-    items: Iterable[str | ScreenRequest], mode: Mode | str | None, threshold: float | None
+    items: Iterable[str | ScreenRequest], mode: Mode | str | None, threshold: float | None, truncate: bool = False
 ) -> pb.ClassifyBatchRequest:
-    return pb.ClassifyBatchRequest(requests=[to_request_pb(i, mode=mode, threshold=threshold) for i in items])
+    return pb.ClassifyBatchRequest(
+        requests=[to_request_pb(i, mode=mode, threshold=threshold, truncate=truncate) for i in items]
+    )

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, Protocol, TextIO
 
 from promptgate._streams import map_unordered
-from promptgate.client import AsyncClient, Classification, ItemError, Mode, ScreenRequest, Verdict
+from promptgate.client import AsyncClient, Classification, ClientOptions, ItemError, Mode, ScreenRequest, Verdict
 
 from ._output import ResumableOutput
 from ._readers import Record, Rejected, count_records, read_records
@@ -189,8 +189,17 @@ class RemoteScreener:
         self.mode, self.threshold, self.window = mode, threshold, window
 
     @classmethod
-    async def connect(cls, target: str, *, mode: str | None, threshold: float | None, window: int) -> RemoteScreener:
-        client = AsyncClient(target, timeout=120)
+    async def connect(
+        cls,
+        target: str,
+        *,
+        mode: str | None,
+        threshold: float | None,
+        window: int,
+        transport: ClientOptions | None = None,
+    ) -> RemoteScreener:
+        # Bulk screening keeps failures as rejects with their reason, never as verdicts.
+        client = AsyncClient(target, timeout=120, on_error="raise", **(transport or {}))
         info = await client.model_info()
         return cls(client, info.model, info.limits["max_text_chars"], mode=mode, threshold=threshold, window=window)
 
