@@ -42,7 +42,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--limit", type=int, help="first N records per file, label shares kept (deterministic)")
     p.add_argument("--threshold", type=float, help="malicious-probability threshold of the verdict (default 0.5)")
     p.add_argument("--max-rationale-tokens", type=int, help="longest REASONED rationale in tokens (default 128)")
-    p.add_argument("--concurrency", type=int, default=64, help="queries in flight at once (default 64)")
+    p.add_argument("--concurrency", type=int, default=256, help="queries in flight at once (default 256)")
     p.add_argument("--dtype", choices=["auto", "float32", "bfloat16", "float16"], help="weights dtype")
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], help="where the model runs")
     p.add_argument(

@@ -52,7 +52,8 @@ HEADLINE_KEYS = (
 )
 # The `file` of the pooled result over every data file (present when there are several).
 ALL_FILES = "ALL"
-DEFAULT_CONCURRENCY = 64
+# As `promptgate screen --window`: enough queued work for the engine to batch queries of similar length.
+DEFAULT_CONCURRENCY = 256
 
 
 @dataclass(frozen=True)
