@@ -28,10 +28,10 @@ def _add_connection_args(parser: argparse.ArgumentParser) -> None:
     """TLS, mutual TLS and token flags of every command that calls a server."""
     group = parser.add_argument_group("connection")
     group.add_argument("--tls", action="store_true", help="connect with TLS (the system's trust store)")
-    group.add_argument("--ca-cert", metavar="PEM", help="CA bundle to verify the server with (implies --tls)")
-    group.add_argument("--client-cert", metavar="PEM", help="client certificate for mutual TLS (implies --tls)")
-    group.add_argument("--client-key", metavar="PEM", help="private key of --client-cert")
-    group.add_argument("--server-name", help="TLS name to verify when the target is an address")
+    group.add_argument("--tls-ca", metavar="PEM", help="CA bundle to verify the server with (implies --tls)")
+    group.add_argument("--tls-cert", metavar="PEM", help="client certificate for mutual TLS (implies --tls)")
+    group.add_argument("--tls-key", metavar="PEM", help="private key of --tls-cert")
+    group.add_argument("--tls-server-name", help="name the server's certificate must carry, if not the target's host")
     group.add_argument("--token-file", metavar="FILE", help="file holding the bearer token [or env PROMPTGATE_TOKEN]")
 
 
@@ -42,10 +42,10 @@ def _connection(args: argparse.Namespace, environ: os._Environ[str] | dict[str, 
         token = Path(args.token_file).read_text(encoding="utf-8").strip()
     return {
         "tls": args.tls,
-        "root_certificates": Path(args.ca_cert) if args.ca_cert else None,
-        "client_cert": Path(args.client_cert) if args.client_cert else None,
-        "client_key": Path(args.client_key) if args.client_key else None,
-        "server_name": args.server_name,
+        "root_certificates": Path(args.tls_ca) if args.tls_ca else None,
+        "client_cert": Path(args.tls_cert) if args.tls_cert else None,
+        "client_key": Path(args.tls_key) if args.tls_key else None,
+        "server_name": args.tls_server_name,
         "token": token,
     }
 

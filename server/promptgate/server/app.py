@@ -83,6 +83,9 @@ def create_server(config: ServerConfig) -> ServerHandle:
         ("grpc.max_receive_message_length", config.max_message_bytes),
         ("grpc.max_send_message_length", config.max_message_bytes),
     ]
+    if config.max_connection_age > 0:
+        # No grace limit: a long bulk stream finishes on its old connection.
+        options.append(("grpc.max_connection_age_ms", int(config.max_connection_age * 1000)))
     metrics = ServerMetrics()
     # Outermost first: the envelope sees (and counts) what auth turns away.
     interceptors: list[grpc.aio.ServerInterceptor] = [RpcEnvelopeInterceptor(metrics)]

@@ -127,6 +127,13 @@ class ServerConfig:
         metadata=_opt("Most queries of one ClassifyStream in flight; past it the server stops reading the stream."),
     )
     max_message_bytes: int = field(default=64 * 1024 * 1024, metadata=_opt("Largest gRPC message, in bytes."))
+    max_connection_age: float = field(
+        default=300.0,
+        metadata=_opt(
+            "Seconds after which a client connection is asked to reconnect (GOAWAY; calls in flight finish), so "
+            "clients balancing over a DNS name re-resolve and reach replicas added since; 0: never."
+        ),
+    )
     grace_period: float = field(
         default=10.0,
         metadata=_opt("Seconds in-flight calls get to finish on SIGTERM before they are cancelled."),
@@ -219,6 +226,8 @@ class ServerConfig:
         ]
         if not 0.0 < self.gpu_memory_utilization <= 1.0:
             problems.append(f"{_names('gpu_memory_utilization')}: {self.gpu_memory_utilization} is not in (0, 1]")
+        if self.max_connection_age < 0:
+            problems.append(f"{_names('max_connection_age')}: must be >= 0")
         if self.grace_period < 0:
             problems.append(f"{_names('grace_period')}: must be >= 0")
         if not self.model:
