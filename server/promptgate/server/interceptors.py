@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import re
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -24,7 +25,7 @@ from google.protobuf.message import DecodeError
 from .errors import InvalidInput, ScreeningError
 from .metrics import ServerMetrics
 
-__all__ = ["MalformedRequest", "RpcEnvelopeInterceptor"]
+__all__ = ["MalformedRequest", "RpcEnvelopeInterceptor", "same_shape"]
 
 REQUEST_ID_KEY = "x-request-id"
 _REQUEST_ID_OK = re.compile(r"^[A-Za-z0-9._:/=+-]{1,128}$")
@@ -74,24 +75,29 @@ class RpcEnvelopeInterceptor(grpc.aio.ServerInterceptor):
         request_id = _request_id(handler_call_details.invocation_metadata)
         requests = self.metrics.requests
 
-        def finish(context: grpc.aio.ServicerContext, failed: BaseException | None) -> None:
-            code = context.code()
-            if code is None:
-                code = grpc.StatusCode.OK if failed is None else grpc.StatusCode.UNKNOWN
-            if isinstance(code, int):  # set via context.set_code with a raw int
-                code = grpc.StatusCode.UNKNOWN
-            requests.labels(rpc=rpc, code=code.name).inc()
-
-        async def begin(context: grpc.aio.ServicerContext) -> None:
+        @contextlib.asynccontextmanager
+        async def call_scope(context: grpc.aio.ServicerContext, request: Any = None) -> AsyncIterator[None]:
+            """One call: request id bound and returned, undecodable input refused, outcome counted."""
             structlog.contextvars.bind_contextvars(request_id=request_id)
             # Trailing, not initial, metadata: headers sent before a failure commit the call,
             # and gRPC's client retry policy (UNAVAILABLE, RESOURCE_EXHAUSTED) could not retry it.
             context.set_trailing_metadata(((REQUEST_ID_KEY, request_id),))
-
-        async def abort_malformed(context: grpc.aio.ServicerContext, request: MalformedRequest) -> None:
-            await context.abort(
-                grpc.StatusCode.INVALID_ARGUMENT, request.reason, trailing_metadata=context.trailing_metadata()
-            )
+            failed: BaseException | None = None
+            try:
+                if isinstance(request, MalformedRequest):
+                    raise InvalidInput(request.reason)
+                yield
+            except ScreeningError as error:  # an undecodable request, here or in a stream
+                failed = error
+                await context.abort(error.status_code, error.message, trailing_metadata=context.trailing_metadata())
+            except BaseException as exc:
+                failed = exc
+                raise
+            finally:
+                code = context.code()
+                if not isinstance(code, grpc.StatusCode):  # unset, or set as a raw int
+                    code = grpc.StatusCode.OK if failed is None and code is None else grpc.StatusCode.UNKNOWN
+                requests.labels(rpc=rpc, code=code.name).inc()
 
         async def checked(requests_in: AsyncIterator[Any]) -> AsyncIterator[Any]:
             async for request in requests_in:
@@ -100,69 +106,51 @@ class RpcEnvelopeInterceptor(grpc.aio.ServerInterceptor):
                 yield request
 
         async def unary_unary(request: Any, context: grpc.aio.ServicerContext) -> Any:
-            await begin(context)
-            failed: BaseException | None = None
-            try:
-                if isinstance(request, MalformedRequest):
-                    await abort_malformed(context, request)
+            async with call_scope(context, request):
                 return await handler.unary_unary(request, context)
-            except BaseException as exc:
-                failed = exc
-                raise
-            finally:
-                finish(context, failed)
 
         async def unary_stream(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
-            await begin(context)
-            failed: BaseException | None = None
-            try:
-                if isinstance(request, MalformedRequest):
-                    await abort_malformed(context, request)
+            async with call_scope(context, request):
                 async for response in handler.unary_stream(request, context):
                     yield response
-            except BaseException as exc:
-                failed = exc
-                raise
-            finally:
-                finish(context, failed)
 
         async def stream_unary(requests_in: AsyncIterator[Any], context: grpc.aio.ServicerContext) -> Any:
-            await begin(context)
-            failed: BaseException | None = None
-            try:
+            async with call_scope(context):
                 return await handler.stream_unary(checked(requests_in), context)
-            except ScreeningError as error:
-                failed = error
-                await context.abort(error.status_code, error.message, trailing_metadata=context.trailing_metadata())
-            except BaseException as exc:
-                failed = exc
-                raise
-            finally:
-                finish(context, failed)
 
-        async def stream_stream(requests_in: AsyncIterator[Any], context: grpc.aio.ServicerContext) -> Any:
-            await begin(context)
-            failed: BaseException | None = None
-            try:
+        async def stream_stream(
+            requests_in: AsyncIterator[Any], context: grpc.aio.ServicerContext
+        ) -> AsyncIterator[Any]:
+            async with call_scope(context):
                 async for response in handler.stream_stream(checked(requests_in), context):
                     yield response
-            except ScreeningError as error:
-                failed = error
-                await context.abort(error.status_code, error.message, trailing_metadata=context.trailing_metadata())
-            except BaseException as exc:
-                failed = exc
-                raise
-            finally:
-                finish(context, failed)
 
-        kwargs = {
-            "request_deserializer": _tolerant(handler.request_deserializer),
-            "response_serializer": handler.response_serializer,
-        }
-        if handler.unary_unary:
-            return grpc.unary_unary_rpc_method_handler(unary_unary, **kwargs)
-        if handler.unary_stream:
-            return grpc.unary_stream_rpc_method_handler(unary_stream, **kwargs)
-        if handler.stream_unary:
-            return grpc.stream_unary_rpc_method_handler(stream_unary, **kwargs)
-        return grpc.stream_stream_rpc_method_handler(stream_stream, **kwargs)
+        return same_shape(
+            handler,
+            {
+                "unary_unary": unary_unary,
+                "unary_stream": unary_stream,
+                "stream_unary": stream_unary,
+                "stream_stream": stream_stream,
+            },
+            request_deserializer=_tolerant(handler.request_deserializer),
+        )
+
+
+def same_shape(
+    handler: grpc.RpcMethodHandler,
+    behaviors: dict[str, Callable[..., Any]],
+    request_deserializer: Callable[[bytes], Any] | None = None,
+) -> grpc.RpcMethodHandler:
+    """A handler of the same kind (unary/stream in and out) as `handler`, running `behaviors[kind]`."""
+    kwargs = {
+        "request_deserializer": request_deserializer or handler.request_deserializer,
+        "response_serializer": handler.response_serializer,
+    }
+    if handler.unary_unary:
+        return grpc.unary_unary_rpc_method_handler(behaviors["unary_unary"], **kwargs)
+    if handler.unary_stream:
+        return grpc.unary_stream_rpc_method_handler(behaviors["unary_stream"], **kwargs)
+    if handler.stream_unary:
+        return grpc.stream_unary_rpc_method_handler(behaviors["stream_unary"], **kwargs)
+    return grpc.stream_stream_rpc_method_handler(behaviors["stream_stream"], **kwargs)

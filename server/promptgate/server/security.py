@@ -17,6 +17,7 @@ from typing import Any
 import grpc
 
 from .config import ServerConfig
+from .interceptors import same_shape
 
 __all__ = ["TokenAuthInterceptor", "load_tokens", "server_credentials"]
 
@@ -105,14 +106,6 @@ def _rejecting(handler: grpc.RpcMethodHandler, code: grpc.StatusCode, message: s
         await context.abort(code, message)
         yield  # pragma: no cover - makes this an async generator, as stream handlers are
 
-    kwargs = {
-        "request_deserializer": handler.request_deserializer,
-        "response_serializer": handler.response_serializer,
-    }
-    if handler.unary_unary:
-        return grpc.unary_unary_rpc_method_handler(unary, **kwargs)
-    if handler.unary_stream:
-        return grpc.unary_stream_rpc_method_handler(streaming, **kwargs)
-    if handler.stream_unary:
-        return grpc.stream_unary_rpc_method_handler(unary, **kwargs)
-    return grpc.stream_stream_rpc_method_handler(streaming, **kwargs)
+    return same_shape(
+        handler, {"unary_unary": unary, "unary_stream": streaming, "stream_unary": unary, "stream_stream": streaming}
+    )
