@@ -99,6 +99,8 @@ class TransformersBackend:
         self._wakeup: asyncio.Event | None = None
         self._dispatcher: asyncio.Task[None] | None = None
         self._running = 0
+        # Set by close(): later submissions fail at once instead of queueing for a dispatcher that is gone.
+        self._closed = False
         # Called with each forward pass's batch size (metrics); None: not observed.
         self.on_batch: Callable[[int], None] | None = None
         # One thread: torch parallelizes inside an op; two batches at once would only fight.
@@ -124,6 +126,7 @@ class TransformersBackend:
         return model.to(self.device).eval()
 
     async def close(self) -> None:
+        self._closed = True
         if self._dispatcher is not None:
             self._dispatcher.cancel()
             await asyncio.gather(self._dispatcher, return_exceptions=True)
@@ -137,7 +140,7 @@ class TransformersBackend:
     @property
     def dead(self) -> bool:
         # The dispatcher only ends by close() or by a bug; either way nothing runs any more.
-        return self._dispatcher is not None and self._dispatcher.done()
+        return self._closed or (self._dispatcher is not None and self._dispatcher.done())
 
     def stats(self) -> BackendStats:
         return BackendStats(queued=sum(not j.future.done() for j in self._pending), running=self._running)
@@ -164,6 +167,9 @@ class TransformersBackend:
     async def _submit(self, job: _Job) -> Any:
         if self._wakeup is None:
             raise NotReady("the engine is not started")
+        if self.dead:
+            # Nothing would ever take the job: answer now rather than at the caller's deadline.
+            raise NotReady("the engine has stopped")
         self._pending.append(job)
         self._wakeup.set()
         try:
@@ -190,6 +196,14 @@ class TransformersBackend:
                 self.on_batch(len(batch))
             try:
                 results = await loop.run_in_executor(self._executor, run, batch)
+            except asyncio.CancelledError:
+                # close() while a batch runs: its rows stop at the next step and its callers,
+                # no longer in the queue that close() drains, get an answer instead of waiting forever.
+                for job in batch:
+                    job.abandoned = True
+                    if not job.future.done():
+                        job.future.set_exception(NotReady("the engine is shutting down"))
+                raise
             except Exception as exc:  # a failed batch fails its jobs, not the dispatcher
                 for job in batch:
                     if not job.future.done():
