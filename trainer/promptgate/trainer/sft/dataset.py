@@ -1,0 +1,283 @@
+"""From labelled examples to the pre-tokenized dataset TRL trains on.
+
+Every example is tokenized by the serving prompt builder
+(`PromptBuilder.training_example`), so training sees token for token what the server
+builds: TRL gets `input_ids` and `assistant_masks` and never renders text itself. TRL turns
+`assistant_masks` into labels (-100 outside the assistant's answer), so the loss covers only
+the rationale, the label, the category and the end of turn.
+
+Long texts are cut before the example is built, and only the text: the example keeps its
+whole answer (TRL's own truncation would cut the label off the end). The cut is the server's
+own (`keep_both_ends`: the first and last halves of the text's tokens, where attack
+instructions sit), so a server run with `--max-text-tokens N` and truncation on builds
+exactly the prompts the model was trained on.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import random
+import unicodedata
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
+
+from promptgate.profiles import ModelProfile, ProfileError, PromptBuilder, Verdict
+from promptgate.server.domain import keep_both_ends
+
+from .standin import template_rationale
+
+if TYPE_CHECKING:
+    from datasets import Dataset
+
+__all__ = [
+    "ExampleLike",
+    "TokenizedSplit",
+    "TrainingRow",
+    "answer_for",
+    "assign_rationales",
+    "build_example",
+    "drop_excluded",
+    "file_sha256",
+    "normalized_key",
+    "stratified_limit",
+    "text_offset",
+    "tokenize_rows",
+]
+
+
+class ExampleLike(Protocol):
+    """The fields of `promptgate.trainer.data.Example` this module reads."""
+
+    @property
+    def id(self) -> str: ...
+    @property
+    def text(self) -> str: ...
+    @property
+    def label(self) -> str: ...
+    @property
+    def category(self) -> str | None: ...
+    @property
+    def rationale(self) -> str | None: ...
+
+
+@dataclass(frozen=True)
+class TrainingRow:
+    """One example as it is trained: rationale None means the FAST format (empty think block)."""
+
+    id: str
+    text: str
+    label: str  # 'malicious' or 'benign'
+    category: str | None
+    rationale: str | None
+
+
+def normalized_key(text: str) -> str:
+    """Key for leakage checks: NFKC, case-folded, whitespace collapsed."""
+    return " ".join(unicodedata.normalize("NFKC", text).casefold().split())
+
+
+def file_sha256(path: str | Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def drop_excluded(examples: Sequence[ExampleLike], excluded_texts: Iterable[str]) -> tuple[list[ExampleLike], int]:
+    """Examples whose normalized text is not among `excluded_texts`, and how many were dropped."""
+    banned = {normalized_key(t) for t in excluded_texts}
+    kept = [ex for ex in examples if normalized_key(ex.text) not in banned]
+    return kept, len(examples) - len(kept)
+
+
+def stratified_limit(examples: Sequence[ExampleLike], limit: int | None, seed: int) -> list[ExampleLike]:
+    """At most `limit` examples, each label keeping its share, drawn with `seed`; order kept."""
+    if limit is None or limit >= len(examples):
+        return list(examples)
+    rng = random.Random(seed)
+    by_label: dict[str, list[int]] = {}
+    for i, ex in enumerate(examples):
+        by_label.setdefault(ex.label, []).append(i)
+    chosen: list[int] = []
+    labels = sorted(by_label)
+    quotas = {lab: len(by_label[lab]) * limit // len(examples) for lab in labels}
+    # Hand the rounding remainder to the largest labels first, so the total is exactly `limit`.
+    for lab in sorted(labels, key=lambda lab: -len(by_label[lab]))[: limit - sum(quotas.values())]:
+        quotas[lab] += 1
+    for lab in labels:
+        chosen.extend(rng.sample(by_label[lab], quotas[lab]))
+    return [examples[i] for i in sorted(chosen)]
+
+
+def assign_rationales(
+    examples: Sequence[ExampleLike],
+    *,
+    use_rationales: bool,
+    share: float,
+    source: str,
+    seed: int,
+) -> list[TrainingRow]:
+    """Decide, with a seeded RNG, which examples train WITH a rationale (REASONED) and which FAST.
+
+    `share` is the fraction of the examples that have a rationale (all of them for the
+    template source) that keep it; an example with no rationale trains FAST.
+    """
+    rationales: list[str | None] = []
+    for ex in examples:
+        if not use_rationales:
+            rationales.append(None)
+        elif source == "template":
+            rationales.append(template_rationale(ex.label, ex.category))
+        else:
+            r = (ex.rationale or "").strip()
+            rationales.append(r or None)
+    candidates = [i for i, r in enumerate(rationales) if r is not None]
+    keep = set(random.Random(seed).sample(candidates, round(share * len(candidates))))
+    return [
+        TrainingRow(
+            id=str(ex.id),
+            text=ex.text,
+            label=ex.label,
+            category=ex.category,
+            rationale=rationales[i] if i in keep else None,
+        )
+        for i, ex in enumerate(examples)
+    ]
+
+
+def answer_for(profile: ModelProfile, label: str, category: str | None) -> tuple[str, str]:
+    """The profile's label text for a gold verdict, and the category the answer names ('' for none).
+
+    Binary profiles have one label per verdict; profiles whose malicious labels are the
+    attack categories (narasimha-m) pick the label of the example's category.
+    """
+    verdict = Verdict(label)
+    specs = [spec for spec in profile.labels if spec.verdict is verdict]
+    if len(specs) == 1:
+        spec = specs[0]
+    else:
+        matches = [spec for spec in specs if spec.category and spec.category == category]
+        if len(matches) != 1:
+            raise ProfileError(
+                f"profile {profile.name!r} has several {label} labels and none for category {category!r}"
+            )
+        spec = matches[0]
+    named = ""
+    if (
+        profile.category_separator is not None
+        and verdict is Verdict.MALICIOUS
+        and category
+        and category in profile.categories
+    ):
+        named = category
+    return spec.text, named
+
+
+def text_offset(builder: PromptBuilder) -> int:
+    """Where the user's text starts in every prompt the builder makes (after the system turn)."""
+    empty = builder.fast_prompt([])
+    probe = builder.encode_text("probe")
+    full = builder.fast_prompt(probe)
+    for at in range(len(empty) + 1):
+        if full[:at] == empty[:at] and full[at : at + len(probe)] == probe and full[at + len(probe) :] == empty[at:]:
+            return at
+    raise ProfileError("the prompt builder does not place the user's text in one piece")
+
+
+def build_example(
+    builder: PromptBuilder, offset: int, text_ids: Sequence[int], label: str, rationale: str | None, category: str
+) -> tuple[list[int], list[int]]:
+    """`builder.training_example` for already tokenized (possibly cut) text ids.
+
+    The builder tokenizes the text on its own, apart from the markup around it, so the
+    example is the text-free example with the text's ids put in place: token for token what
+    `training_example(text, ...)` gives when `text_ids` are the text's ids.
+    """
+    ids, mask = builder.training_example("", label, rationale, category)
+    return [*ids[:offset], *text_ids, *ids[offset:]], [*mask[:offset], *([0] * len(text_ids)), *mask[offset:]]
+
+
+@dataclass
+class TokenizedSplit:
+    """A tokenized split and what happened on the way (for the model card)."""
+
+    input_ids: list[list[int]] = field(default_factory=list)
+    assistant_masks: list[list[int]] = field(default_factory=list)
+    ids: list[str] = field(default_factory=list)
+    formats: Counter[str] = field(default_factory=Counter)
+    labels: Counter[str] = field(default_factory=Counter)
+    truncated: int = 0
+    dropped_long: int = 0
+    uncategorized: Counter[str] = field(default_factory=Counter)
+
+    def __len__(self) -> int:
+        return len(self.input_ids)
+
+    def to_dataset(self) -> Dataset:
+        from datasets import Dataset
+
+        return Dataset.from_dict({"input_ids": self.input_ids, "assistant_masks": self.assistant_masks})
+
+    def summary(self) -> dict[str, Any]:
+        lengths = sorted(len(ids) for ids in self.input_ids)
+        return {
+            "examples": len(self),
+            "labels": dict(sorted(self.labels.items())),
+            "reasoned": self.formats["reasoned"],
+            "fast": self.formats["fast"],
+            "truncated_texts": self.truncated,
+            "dropped_long_texts": self.dropped_long,
+            "malicious_without_known_category": dict(sorted(self.uncategorized.items())),
+            "tokens_median": lengths[len(lengths) // 2] if lengths else 0,
+            "tokens_max": lengths[-1] if lengths else 0,
+            "tokens_total": sum(lengths),
+        }
+
+
+def tokenize_rows(
+    builder: PromptBuilder,
+    rows: Sequence[TrainingRow],
+    *,
+    max_length: int,
+    max_text_tokens: int | None = None,
+    long_texts: str = "keep_both_ends",
+) -> TokenizedSplit:
+    """Tokenize rows through the serving prompt builder; every result fits `max_length` whole.
+
+    A text over its budget (`max_text_tokens`, and what `max_length` leaves after the prompt
+    and answer) keeps both ends of its tokens as the server's truncation does, or is dropped
+    (`long_texts: drop`).
+    """
+    out = TokenizedSplit()
+    offset = text_offset(builder)
+    for row in rows:
+        label_text, category = answer_for(builder.profile, row.label, row.category)
+        if row.label == Verdict.MALICIOUS.value and not category and builder.profile.category_separator:
+            out.uncategorized[str(row.category)] += 1
+        text_ids = builder.encode_text(row.text)
+        frame, _ = builder.training_example("", label_text, row.rationale, category)
+        budget = max_length - len(frame)
+        if max_text_tokens is not None:
+            budget = min(budget, max_text_tokens)
+        if budget < 1:
+            raise ValueError(
+                f"example {row.id!r}: the prompt and answer alone take {len(frame)} tokens, "
+                f"over training.max_length {max_length}"
+            )
+        if len(text_ids) > budget:
+            if long_texts == "drop":
+                out.dropped_long += 1
+                continue
+            text_ids = keep_both_ends(text_ids, budget)
+            out.truncated += 1
+        ids, mask = build_example(builder, offset, text_ids, label_text, row.rationale, category)
+        out.input_ids.append(ids)
+        out.assistant_masks.append(mask)
+        out.ids.append(row.id)
+        out.formats["reasoned" if row.rationale else "fast"] += 1
+        out.labels[row.label] += 1
+    return out
