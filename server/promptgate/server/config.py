@@ -197,6 +197,21 @@ class ServerConfig:
             path = getattr(self, name)
             if path is not None and not Path(path).is_file():
                 problems.append(f"{_names(name)}: {path} is not a readable file")
+        # Token auth asked for but no token in it (an empty secret, every line commented out)
+        # would serve everyone: refuse to start instead. Same rule as security.load_tokens.
+        if self.auth_token_file is not None and Path(self.auth_token_file).is_file():
+            try:
+                lines = Path(self.auth_token_file).read_text(encoding="utf-8").splitlines()
+            except (OSError, UnicodeDecodeError) as exc:
+                problems.append(f"{_names('auth_token_file')}: cannot read {self.auth_token_file}: {exc}")
+            else:
+                if not any(line.strip() and not line.lstrip().startswith("#") for line in lines):
+                    problems.append(
+                        f"{_names('auth_token_file')}: {self.auth_token_file} holds no token "
+                        "(every line is blank or a # comment)"
+                    )
+        if self.auth_tokens is not None and not self.auth_tokens.replace(",", "\n").strip():
+            problems.append(f"{ENV_PREFIX}AUTH_TOKENS: holds no token")
         positive = (
             "max_text_chars",
             "max_batch_items",
