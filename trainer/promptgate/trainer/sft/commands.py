@@ -25,6 +25,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--output-dir",
         type=Path,
         default=None,
+        metavar="DIR",
         help="where the run writes checkpoints, data, the export (model/) and eval/ (default: runs/<recipe name>)",
     )
     p.add_argument(
@@ -61,9 +62,12 @@ def _train(args: argparse.Namespace) -> int:
         return 1
     output_dir = args.output_dir or Path("runs") / recipe.name
     resume = None if args.resume is None else (True if args.resume == "" else args.resume)
+    from promptgate.profiles import ProfileError
+    from promptgate.trainer.data import DataError
+
     try:
         result = run_training(recipe, output_dir, resume=resume, say=lambda line: print(line, flush=True))
-    except (TrainError, RecipeError) as exc:
+    except (TrainError, RecipeError, DataError, ProfileError) as exc:
         print(f"promptgate train: {exc}", file=sys.stderr)
         return 1
     except ImportError as exc:

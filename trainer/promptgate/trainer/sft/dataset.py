@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import hashlib
 import random
-import unicodedata
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -26,6 +25,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from promptgate.profiles import ModelProfile, ProfileError, PromptBuilder, Verdict
 from promptgate.server.domain import keep_both_ends
+from promptgate.trainer.data import dedup_key
 
 from .standin import template_rationale
 
@@ -41,7 +41,6 @@ __all__ = [
     "build_example",
     "drop_excluded",
     "file_sha256",
-    "normalized_key",
     "stratified_limit",
     "text_offset",
     "tokenize_rows",
@@ -74,11 +73,6 @@ class TrainingRow:
     rationale: str | None
 
 
-def normalized_key(text: str) -> str:
-    """Key for leakage checks: NFKC, case-folded, whitespace collapsed."""
-    return " ".join(unicodedata.normalize("NFKC", text).casefold().split())
-
-
 def file_sha256(path: str | Path) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as fh:
@@ -89,8 +83,9 @@ def file_sha256(path: str | Path) -> str:
 
 def drop_excluded(examples: Sequence[ExampleLike], excluded_texts: Iterable[str]) -> tuple[list[ExampleLike], int]:
     """Examples whose normalized text is not among `excluded_texts`, and how many were dropped."""
-    banned = {normalized_key(t) for t in excluded_texts}
-    kept = [ex for ex in examples if normalized_key(ex.text) not in banned]
+    # The key `data prepare` deduplicates and excludes by, so both guards agree.
+    banned = {dedup_key(t) for t in excluded_texts}
+    kept = [ex for ex in examples if dedup_key(ex.text) not in banned]
     return kept, len(examples) - len(kept)
 
 

@@ -70,6 +70,10 @@ def _fmt(value: Any, digits: int = 3) -> str:
     return str(value)
 
 
+def _labels(counts: dict[str, int]) -> str:
+    return ", ".join(f"{n} {label}" for label, n in sorted(counts.items(), reverse=True))
+
+
 def write_model_card(
     export_dir: Path,
     *,
@@ -148,22 +152,26 @@ def write_model_card(
     }[d.rationales.source]
     lines += [
         "",
-        f"- Training examples as trained: {train_summary['examples']} "
-        f"({train_summary['labels']}); {train_summary['reasoned']} with a rationale, "
-        f"{train_summary['fast']} in the FAST format (empty think block)",
+        f"- Training examples as trained: {train_summary['examples']} ({_labels(train_summary['labels'])}); "
+        f"{train_summary['reasoned']} with a rationale, {train_summary['fast']} in the FAST format (empty think "
+        "block)",
         f"- Rationales: {rationale_source if d.use_rationales else 'none (plain-label baseline)'}"
         + (f"; share trained with a rationale {d.rationale_share}" if d.use_rationales else ""),
-        f"- Texts longer than {d.max_text_tokens or 'the training length'} tokens: "
-        f"{d.long_texts} ({train_summary['truncated_texts']} truncated, {train_summary['dropped_long_texts']} dropped)",
+        f"- Texts over {d.max_text_tokens or 'what training.max_length leaves'} tokens: "
+        + (
+            f"{train_summary['truncated_texts']} cut to their first and last halves (the server's truncation)"
+            if d.long_texts == "keep_both_ends"
+            else f"{train_summary['dropped_long_texts']} dropped"
+        ),
         f"- Leakage guard: {files.excluded_train} train / {files.excluded_val} val examples dropped "
         "because their text is in an excluded file",
     ]
     if files.limited_from is not None:
         lines.append(f"- Subset: {train_summary['examples']} of {files.limited_from} training examples (data.limit)")
     if files.prepare_summary:
-        lines.append(f"- Prepared with `promptgate data prepare`: {files.prepare_summary}")
+        lines.append(f"- Prepared with `promptgate data prepare` (data.prepare): {files.prepare_summary}")
     if val_summary:
-        lines.append(f"- Validation examples: {val_summary['examples']} ({val_summary['labels']})")
+        lines.append(f"- Validation examples: {val_summary['examples']} ({_labels(val_summary['labels'])})")
 
     curve = loss_curve(log_history)
     final = next((e for e in reversed(log_history) if "train_loss" in e), {})

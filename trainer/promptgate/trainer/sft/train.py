@@ -91,7 +91,7 @@ def _label_counts(examples: Sequence[Any]) -> dict[str, int]:
 
 
 def _resolve_data(recipe: Recipe, data_dir: Path, say: Callable[[str], None]) -> tuple[DataFiles, list, list]:
-    from promptgate.trainer.data import read_examples
+    from promptgate.trainer.data import read_examples, read_texts
 
     d = recipe.data
     data_dir.mkdir(parents=True, exist_ok=True)
@@ -134,8 +134,12 @@ def _resolve_data(recipe: Recipe, data_dir: Path, say: Callable[[str], None]) ->
     train = read_examples(train_path)
     val = read_examples(val_path) if val_path is not None else []
     excluded_texts: list[str] = []
+    excluded_counts: list[int] = []
     for path in d.exclude:
-        excluded_texts.extend(ex.text for ex in read_examples(path))
+        # Texts only: a file to keep out of training need not carry labels.
+        texts = read_texts(path)
+        excluded_texts.extend(texts)
+        excluded_counts.append(len(texts))
     train, excluded_train = drop_excluded(train, excluded_texts)
     val, excluded_val = drop_excluded(val, excluded_texts)
     if excluded_train or excluded_val:
@@ -177,10 +181,14 @@ def _resolve_data(recipe: Recipe, data_dir: Path, say: Callable[[str], None]) ->
                 **_label_counts(val),
             }
         )
-    for path in d.exclude:
-        files.info.append({"role": "excluded", "path": str(path), "sha256": file_sha256(path), "examples": None})
+    for path, count in zip(d.exclude, excluded_counts, strict=True):
+        files.info.append({"role": "excluded", "path": str(path), "sha256": file_sha256(path), "examples": count})
     for path in recipe.eval.files:
-        files.info.append({"role": "eval", "path": str(path), "sha256": file_sha256(path), "examples": None})
+        evaluated = read_examples(path)
+        files.info.append(
+            {"role": "eval", "path": str(path), "sha256": file_sha256(path), "examples": len(evaluated),
+             **_label_counts(evaluated)}
+        )  # fmt: skip
     return files, train, val
 
 
