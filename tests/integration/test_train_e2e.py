@@ -221,3 +221,53 @@ def test_cli_reports_bad_recipes_and_missing_files(tmp_path: Path) -> None:
     )
     assert missing.returncode == 1 and "data.train: no such file" in missing.stderr
     assert "Traceback" not in missing.stderr
+
+
+def test_reproduction_recipe_runs_on_a_stand_in_base(tiny_model: Path, tmp_path: Path) -> None:
+    """qwen3-0.6b-cot.yaml's own code path (a base model directory, rationales from the data's
+    `rationale` field, bf16 and gradient checkpointing asked for) on the tiny model, for a few steps.
+
+    The rationales stand in for a teacher's (none is reachable here); the recipe is the shipped one.
+    """
+    from promptgate.trainer.data import read_examples, write_examples
+    from promptgate.trainer.sft.standin import template_rationale
+
+    pool = read_examples(SHARED_DATA / "train.jsonl")
+    picked = [ex for ex in pool if ex.label == "malicious"][:24] + [ex for ex in pool if ex.label == "benign"][:24]
+    with_rationales = [
+        ex.__class__(**{**ex.to_dict(), "rationale": template_rationale(ex.label, ex.category)}) for ex in picked
+    ]
+    write_examples(tmp_path / "train.jsonl", with_rationales[:20] + with_rationales[24:44])
+    write_examples(tmp_path / "val.jsonl", with_rationales[20:24] + with_rationales[44:48])
+    out = tmp_path / "run"
+    ran = run_cli(
+        "train",
+        str(REPO / "trainer" / "recipes" / "qwen3-0.6b-cot.yaml"),
+        "--output-dir",
+        str(out),
+        overrides=[
+            f"model.name_or_path={tiny_model}",
+            f"data.train={tmp_path / 'train.jsonl'}",
+            f"data.val={tmp_path / 'val.jsonl'}",
+            "training.max_steps=3",
+            "training.per_device_train_batch_size=4",
+            "training.gradient_accumulation_steps=2",
+            "training.eval_steps=2",
+            "eval.files=[]",
+            "eval.engine=transformers",
+            "eval.modes=[fast]",
+        ],
+    )
+    assert ran.returncode == 0, ran.stdout[-3000:] + ran.stderr[-3000:]
+    assert "no GPU here, training in float32" in ran.stdout
+    assert "eval_loss" in ran.stdout  # the val loss during training (eval_steps)
+    model = out / "model"
+    import torch
+    from safetensors.torch import load_file
+
+    assert {t.dtype for t in load_file(model / "model.safetensors").values()} == {torch.bfloat16}
+    card = (model / "README.md").read_text()
+    assert f"Base model: `{tiny_model}`" in card and "full fine-tune" in card
+    assert "share trained with a rationale 0.7" in card and "| `val.jsonl` | fast | 8 |" in card
+    formats = [json.loads(line) for line in (out / "data" / "formats.jsonl").read_text().splitlines()]
+    assert sum(f["format"] == "reasoned" for f in formats) == 28  # round(0.7 * 40)
