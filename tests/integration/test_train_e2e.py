@@ -221,6 +221,10 @@ def test_cli_reports_bad_recipes_and_missing_files(tmp_path: Path) -> None:
     )
     assert missing.returncode == 1 and "data.train: no such file" in missing.stderr
     assert "Traceback" not in missing.stderr
+    nowhere = run_cli("train", str(TINY), "--output-dir", str(tmp_path), "--resume", str(tmp_path / "checkpoint-9"))
+    assert nowhere.returncode == 1 and "not a complete checkpoint directory" in nowhere.stderr
+    nothing = run_cli("train", str(TINY), "--output-dir", str(tmp_path / "fresh"), "--resume")
+    assert nothing.returncode == 1 and "no complete checkpoint" in nothing.stderr
 
 
 def test_reproduction_recipe_runs_on_a_stand_in_base(tiny_model: Path, tmp_path: Path) -> None:

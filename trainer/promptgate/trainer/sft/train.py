@@ -419,10 +419,6 @@ def run_training(
     say: Callable[[str], None] = print,
 ) -> TrainResult:
     """Train, export and evaluate as the recipe says; returns where everything went."""
-    import torch
-    from transformers import set_seed
-    from trl import SFTTrainer
-
     out = Path(output_dir).resolve()
     out.mkdir(parents=True, exist_ok=True)
     checkpoints = out / "checkpoints"
@@ -432,6 +428,11 @@ def run_training(
         say(f"resuming from {resume_from}")
     recipe_yaml = dump_recipe(recipe)
     (out / RESOLVED_RECIPE).write_text(recipe_yaml, encoding="utf-8")
+
+    # The checks above are instant; torch and TRL take seconds to import.
+    import torch
+    from transformers import set_seed
+    from trl import SFTTrainer
 
     set_seed(recipe.training.seed)
     cuda = torch.cuda.is_available()
