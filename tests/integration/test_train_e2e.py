@@ -128,6 +128,7 @@ def test_export_is_complete(trained: Path) -> None:
         assert needle in card, needle
     # The metrics table holds the val split's FAST figures, from the evaluator.
     assert "| `val.jsonl` | fast |" in card
+    assert "resumed from `checkpoint-" in card
     formats = [json.loads(line) for line in (trained / "data" / "formats.jsonl").read_text().splitlines()]
     assert len(formats) == 240 and 0 < sum(f["format"] == "reasoned" for f in formats) < 240
 

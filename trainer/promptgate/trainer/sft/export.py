@@ -85,6 +85,7 @@ def write_model_card(
     val_summary: dict[str, Any] | None,
     log_history: Sequence[dict[str, Any]],
     train_seconds: float,
+    resumed_from: str | None,
     metrics: Sequence[dict[str, Any]],
     eval_note: str | None,
     device: str,
@@ -181,7 +182,8 @@ def write_model_card(
         "## Training",
         "",
         f"- Device: {device}; {final.get('step', curve[-1]['step'] if curve else 0)} optimizer steps, "
-        f"{_fmt(final.get('epoch'), 2)} epochs, {train_seconds:.0f} s",
+        f"{_fmt(final.get('epoch'), 2)} epochs, {train_seconds:.0f} s"
+        + (f" (resumed from `{Path(resumed_from).name}`; the time is the resumed part's)" if resumed_from else ""),
         f"- Mean training loss: {_fmt(final.get('train_loss'))}",
     ]
     if evals:

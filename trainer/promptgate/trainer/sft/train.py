@@ -499,7 +499,8 @@ def run_training(
     started = time.monotonic()
     trainer.train(resume_from_checkpoint=resume_from)
     train_seconds = time.monotonic() - started
-    say(f"trained {trainer.state.global_step} steps in {train_seconds:.0f} s")
+    global_step = int(trainer.state.global_step)
+    say(f"trained to step {global_step} in {train_seconds:.0f} s")
 
     from .export import export_model, write_model_card
 
@@ -519,11 +520,16 @@ def run_training(
     metrics: list[dict[str, Any]] = []
     eval_seconds = None
     eval_note = None
+    eval_error: Exception | None = None
     if recipe.eval.enabled:
         eval_files = ([files.val] if files.val else []) + files.eval_files
         if eval_files:
             started = time.monotonic()
-            metrics, eval_note = _evaluate(recipe, export_dir, eval_files, out / "eval", say)
+            try:
+                metrics, eval_note = _evaluate(recipe, export_dir, eval_files, out / "eval", say)
+            except Exception as exc:  # the export is done and kept: the card says what failed
+                eval_error = exc
+                eval_note = f"The evaluation failed: {type(exc).__name__}: {exc}"
             eval_seconds = time.monotonic() - started
     write_model_card(
         export_dir,
@@ -535,14 +541,20 @@ def run_training(
         val_summary=val_split.summary() if len(val_split) else None,
         log_history=log_history,
         train_seconds=train_seconds,
+        resumed_from=resume_from,
         metrics=metrics,
         eval_note=eval_note,
         device="cuda" if cuda else "cpu",
     )
+    if eval_error is not None:
+        raise TrainError(
+            f"the model is trained and exported to {export_dir}, but its evaluation failed: {eval_error}; "
+            f"run `promptgate eval --model {export_dir} --data FILE` to retry"
+        ) from eval_error
     return TrainResult(
         output_dir=out,
         export_dir=export_dir,
-        global_step=int(log_history[-1].get("step", 0)) if log_history else 0,
+        global_step=global_step,
         train_seconds=train_seconds,
         eval_seconds=eval_seconds,
         metrics=metrics,
@@ -554,10 +566,8 @@ def _evaluate(
     recipe: Recipe, export_dir: Path, files: Sequence[Path], out: Path, say: Callable[[str], None]
 ) -> tuple[list[dict[str, Any]], str | None]:
     """Headline metrics per (file, mode) of the export, through the evaluator (the server's engine)."""
-    try:
-        from promptgate.trainer.evaluation import run_evaluation
-    except ImportError as exc:  # the evaluation area is optional at import time; the card says so
-        return [], f"evaluation unavailable: {exc}"
+    from promptgate.trainer.evaluation import run_evaluation
+
     e = recipe.eval
     say(f"evaluating the export on {', '.join(f.name for f in files)} ({', '.join(e.modes)})")
     report = run_evaluation(
