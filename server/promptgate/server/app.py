@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import signal
+import time
 from dataclasses import dataclass
 
 import grpc
@@ -29,6 +30,8 @@ from .security import TokenAuthInterceptor, load_tokens, server_credentials
 from .servicer import ClassifierServicer, model_info
 
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["ClassifierService"].full_name
+# Shutdown waits until no call has come for this long (see RpcEnvelopeInterceptor.refuse_until_quiet).
+_QUIET_BEFORE_STOP_S = 0.1
 log = get_logger("promptgate.server")
 
 
@@ -42,6 +45,7 @@ class ServerHandle:
     metrics: ServerMetrics
     engine: ScreeningEngine | None = None
     metrics_port: int | None = None
+    envelope: RpcEnvelopeInterceptor | None = None
 
     async def start(self) -> None:
         """Start taking calls (health NOT_SERVING until `attach_engine`) and the metrics endpoint."""
@@ -67,6 +71,13 @@ class ServerHandle:
     async def close(self, grace: float | None = None) -> None:
         # NOT_SERVING first, so load balancers stop sending before the port closes.
         await self.set_serving(False)
+        if grace and self.envelope is not None:
+            # Until callers go quiet, new calls get a retryable UNAVAILABLE rather than the
+            # CANCELLED that stop() gives the calls it holds unhandled. At most half the
+            # grace: the rest is for the calls already running.
+            started = time.monotonic()
+            await self.envelope.refuse_until_quiet(quiet=_QUIET_BEFORE_STOP_S, limit=grace / 2)
+            grace = max(0.0, grace - (time.monotonic() - started))
         await self.server.stop(grace)
         if self.engine is not None:
             await self.engine.backend.close()
@@ -88,7 +99,8 @@ def create_server(config: ServerConfig) -> ServerHandle:
         options.append(("grpc.max_connection_age_ms", int(config.max_connection_age * 1000)))
     metrics = ServerMetrics()
     # Outermost first: the envelope sees (and counts) what auth turns away.
-    interceptors: list[grpc.aio.ServerInterceptor] = [RpcEnvelopeInterceptor(metrics)]
+    envelope = RpcEnvelopeInterceptor(metrics)
+    interceptors: list[grpc.aio.ServerInterceptor] = [envelope]
     tokens = load_tokens(config)
     if tokens:
         interceptors.append(
@@ -108,7 +120,9 @@ def create_server(config: ServerConfig) -> ServerHandle:
     port = server.add_secure_port(address, credentials) if credentials else server.add_insecure_port(address)
     if port == 0:
         raise OSError(f"cannot listen on {address}")
-    return ServerHandle(server=server, servicer=servicer, health=health, port=port, config=config, metrics=metrics)
+    return ServerHandle(
+        server=server, servicer=servicer, health=health, port=port, config=config, metrics=metrics, envelope=envelope
+    )
 
 
 def _log_rejected(method: str) -> None:

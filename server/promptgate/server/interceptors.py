@@ -7,12 +7,15 @@
 - A message that is not a valid protobuf of the method's request type (or whose strings are
   not valid UTF-8) is the caller's fault: INVALID_ARGUMENT naming the problem, instead of
   the INTERNAL that gRPC gives when a deserializer raises.
+- Shutdown: `refuse_until_quiet` answers new calls UNAVAILABLE before the server stops.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import re
+import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
@@ -22,12 +25,14 @@ import grpc
 import structlog
 from google.protobuf.message import DecodeError
 
-from .errors import InvalidInput, ScreeningError
+from .errors import InvalidInput, NotReady, ScreeningError
 from .metrics import ServerMetrics
 
 __all__ = ["MalformedRequest", "RpcEnvelopeInterceptor", "same_shape"]
 
 REQUEST_ID_KEY = "x-request-id"
+# Answered even while the server shuts down: probes must see NOT_SERVING, not an error.
+_OPEN_WHILE_CLOSING = ("/grpc.health.v1.Health/",)
 _REQUEST_ID_OK = re.compile(r"^[A-Za-z0-9._:/=+-]{1,128}$")
 
 
@@ -62,6 +67,24 @@ def _request_id(metadata: Any) -> str:
 class RpcEnvelopeInterceptor(grpc.aio.ServerInterceptor):
     def __init__(self, metrics: ServerMetrics) -> None:
         self.metrics = metrics
+        # Set at shutdown by refuse_until_quiet(): new calls are answered UNAVAILABLE.
+        self.closing = False
+        self._last_arrival = time.monotonic()
+
+    async def refuse_until_quiet(self, quiet: float, limit: float) -> None:
+        """Answer new calls UNAVAILABLE until none has come for `quiet` seconds, or `limit` passed.
+
+        Stopping a gRPC server resets the calls it has received but not yet handed to the
+        application with CANCELLED: the caller cannot tell that from a dropped query, and its
+        retry policy does not retry it (a burst in flight at SIGTERM lost most of its calls
+        so). So before the stop, every call that comes is handed over and answered with a
+        retryable UNAVAILABLE, until callers have gone quiet and nothing is left in between.
+        """
+        self.closing = True
+        deadline = time.monotonic() + limit
+        # Polled: quiet is the absence of calls, there is no event to wait on.
+        while (now := time.monotonic()) < deadline and now - self._last_arrival < quiet:  # noqa: ASYNC110
+            await asyncio.sleep(min(quiet - (now - self._last_arrival), deadline - now))
 
     async def intercept_service(
         self,
@@ -71,6 +94,10 @@ class RpcEnvelopeInterceptor(grpc.aio.ServerInterceptor):
         handler = await continuation(handler_call_details)
         if handler is None:
             return handler
+        refused = False
+        if not handler_call_details.method.startswith(_OPEN_WHILE_CLOSING):
+            self._last_arrival = time.monotonic()
+            refused = self.closing
         rpc = handler_call_details.method.rsplit("/", 1)[-1]
         request_id = _request_id(handler_call_details.invocation_metadata)
         requests = self.metrics.requests
@@ -84,10 +111,12 @@ class RpcEnvelopeInterceptor(grpc.aio.ServerInterceptor):
             context.set_trailing_metadata(((REQUEST_ID_KEY, request_id),))
             failed: BaseException | None = None
             try:
+                if refused:
+                    raise NotReady("the server is shutting down; retry (another replica)")
                 if isinstance(request, MalformedRequest):
                     raise InvalidInput(request.reason)
                 yield
-            except ScreeningError as error:  # an undecodable request, here or in a stream
+            except ScreeningError as error:  # shutting down, or an undecodable request, here or in a stream
                 failed = error
                 await context.abort(error.status_code, error.message, trailing_metadata=context.trailing_metadata())
             except BaseException as exc:
