@@ -107,6 +107,14 @@ def test_resume_reaches_the_same_final_step(trained: Path) -> None:
     assert (last / "recipe.resolved.yaml").read_text() == (trained / "recipe.resolved.yaml").read_text()
 
 
+def test_resumed_weights_equal_an_uninterrupted_runs(trained: Path, tmp_path: Path) -> None:
+    """Seeded end to end and the RNG, optimizer and data order restored: the kill left no trace."""
+    ran = run_cli("train", str(TINY), "--output-dir", str(tmp_path), overrides=[*SMALL, "eval.enabled=false"])
+    assert ran.returncode == 0, ran.stdout[-3000:] + ran.stderr[-3000:]
+    once = (tmp_path / "model" / "model.safetensors").read_bytes()
+    assert once == (trained / "model" / "model.safetensors").read_bytes()
+
+
 def test_export_is_complete(trained: Path) -> None:
     model = trained / "model"
     for name in ("config.json", "model.safetensors", "tokenizer.json", "promptgate.json", "README.md",
