@@ -33,7 +33,7 @@ from pathlib import Path
 
 import httpx
 
-from bench._util import free_port, load_queries, serving, tokenizer_corpus
+from bench._util import REPO, free_port, load_queries, serving, tokenizer_corpus
 
 RATES = (0.5, 1.0, 1.5, 2.0, 3.0, 4.0)
 
@@ -343,7 +343,7 @@ def main() -> int:
     parser.add_argument("--max-chars", type=int, default=2000, help="queries are cut to this length")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
-        "--out", type=Path, default=Path(tempfile.gettempdir()) / "promptgate-overload.json", help="JSON results"
+        "--out", type=Path, default=REPO / "bench-results" / "overload.json", help="where to write the JSON results"
     )
     args = parser.parse_args()
 
@@ -354,6 +354,7 @@ def main() -> int:
 
             model = str(build_tiny_model(Path(tmp) / "tiny", corpus_files=tokenizer_corpus()))
         report = asyncio.run(run(args, model))
+    args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(asdict(report), indent=2))
     print(markdown(report))
     print(f"\nJSON: {args.out}", file=sys.stderr)
