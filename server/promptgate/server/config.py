@@ -165,6 +165,7 @@ class ServerConfig:
     )
     auth_tokens: str | None = field(
         default=None,
+        repr=False,  # never in a repr, a traceback or a log line
         metadata=_opt(
             "Accepted bearer tokens, comma- or newline-separated, added to --auth-token-file's.", secret=True
         ),
