@@ -73,3 +73,22 @@ def test_wheel_merges_the_three_folders_into_one_namespace(tmp_path: Path) -> No
         assert module in names, module
     assert "promptgate/__init__.py" not in names  # a PEP 420 namespace, as in the source tree
     assert not any(n.startswith(("tests/", "client/", "server/", "trainer/")) for n in names)
+
+
+def test_the_command_line_loads_without_the_heavy_extras() -> None:
+    """`promptgate --help` (hence `classify`, `screen`) works on a client-only install: every
+    subcommand registers without importing yaml, numpy, torch, TRL or the engines."""
+    import subprocess
+    import sys
+
+    blocked = ["yaml", "numpy", "torch", "transformers", "trl", "datasets", "httpx", "vllm", "structlog"]
+    code = (
+        "import sys\n"
+        f"for name in {blocked!r}: sys.modules[name] = None\n"
+        "from promptgate.cli import main\n"
+        "sys.exit(main(['--help']))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    for command in ("serve", "classify", "health", "screen", "data", "train", "eval"):
+        assert command in done.stdout

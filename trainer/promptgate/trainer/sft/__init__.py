@@ -7,8 +7,7 @@ command line. Heavy libraries (torch, TRL) load inside the functions that need t
 
 from __future__ import annotations
 
-from .recipe import Recipe, RecipeError, apply_overrides, dump_recipe, load_recipe, parse_recipe
-from .standin import template_rationale
+from importlib import import_module
 
 __all__ = [
     "Recipe",
@@ -24,9 +23,23 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str) -> object:  # lazy: train.py pulls in TRL's world when used
-    if name in ("TrainError", "TrainResult", "run_training"):
-        from . import train
+# Lazy: `promptgate --help` imports this package to register `train`, and must work on a
+# client-only install (no PyYAML there); train.py pulls in TRL's world.
+_HOME = {
+    "Recipe": "recipe",
+    "RecipeError": "recipe",
+    "apply_overrides": "recipe",
+    "dump_recipe": "recipe",
+    "load_recipe": "recipe",
+    "parse_recipe": "recipe",
+    "template_rationale": "standin",
+    "TrainError": "train",
+    "TrainResult": "train",
+    "run_training": "train",
+}
 
-        return getattr(train, name)
+
+def __getattr__(name: str) -> object:
+    if name in _HOME:
+        return getattr(import_module(f".{_HOME[name]}", __name__), name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
