@@ -16,7 +16,26 @@ from promptgate.server.app import ServerHandle
 from promptgate.server.engine import load_engine
 
 REPO = Path(__file__).resolve().parent.parent
-SHARED_DATA = REPO.parent / "shared" / "data"
+
+
+def _shared_data() -> Path:
+    """The labelled data set: `../shared/data` beside this checkout, or beside the repository it
+    was cloned from (CI runs on a fresh clone elsewhere); PROMPTGATE_SHARED_DATA overrides."""
+    import os
+    import subprocess
+
+    if os.environ.get("PROMPTGATE_SHARED_DATA"):
+        return Path(os.environ["PROMPTGATE_SHARED_DATA"])
+    candidates = [REPO.parent / "shared" / "data"]
+    origin = subprocess.run(
+        ["git", "-C", str(REPO), "config", "--get", "remote.origin.url"], capture_output=True, text=True
+    ).stdout.strip()
+    if origin and Path(origin).is_dir():  # a clone of a local repository
+        candidates.append(Path(origin).resolve().parent / "shared" / "data")
+    return next((c for c in candidates if (c / "train.jsonl").is_file()), candidates[0])
+
+
+SHARED_DATA = _shared_data()
 T = TypeVar("T")
 
 

@@ -28,7 +28,13 @@ pytestmark = pytest.mark.skipif(
 CLI = [sys.executable, "-m", "promptgate.cli"]
 TINY = REPO / "trainer" / "recipes" / "tiny-cpu.yaml"
 # tiny-cpu.yaml cut down to CI size: a few hundred examples, short texts, a smaller model.
+# The recipe names the data relative to itself; a clone elsewhere finds it through SHARED_DATA.
+DATA = [
+    f"data.prepare.inputs=[{SHARED_DATA / 'train.jsonl'}]",
+    f"data.exclude=[{SHARED_DATA / 'test.jsonl'}, {SHARED_DATA / 'ood_test.jsonl'}]",
+]
 SMALL = [
+    *DATA,
     "data.prepare.max_per_class=160",
     "data.limit=240",
     "data.max_text_tokens=64",
@@ -214,7 +220,7 @@ m(torch.tensor([[1, 2, 3]]))
 def test_full_tiny_cpu_recipe_is_well_above_chance(tmp_path: Path) -> None:
     """The recipe as shipped, then `promptgate eval` on held-out test queries (chance is 0.5)."""
     out = tmp_path / "run"
-    ran = run_cli("train", str(TINY), "--output-dir", str(out), timeout=1800)
+    ran = run_cli("train", str(TINY), "--output-dir", str(out), overrides=DATA, timeout=1800)
     assert ran.returncode == 0, ran.stdout[-3000:] + ran.stderr[-3000:]
     report_dir = tmp_path / "eval"
     ev = run_cli("eval", "--model", str(out / "model"), "--data", str(SHARED_DATA / "test.jsonl"), "--limit", "400",
