@@ -271,6 +271,7 @@ def test_reproduction_recipe_runs_on_a_stand_in_base(tiny_model: Path, tmp_path:
             f"model.name_or_path={tiny_model}",
             f"data.train={tmp_path / 'train.jsonl'}",
             f"data.val={tmp_path / 'val.jsonl'}",
+            DATA[1],  # the exclude list, wherever this checkout is
             "training.max_steps=3",
             "training.per_device_train_batch_size=4",
             "training.gradient_accumulation_steps=2",
