@@ -38,7 +38,8 @@ async def closed_loop(target: str, queries: list[str], mode: str, concurrency: i
 
     latencies: list[float] = []
     escalated = 0
-    async with AsyncClient(target, timeout=3600) as client:
+    # raise: a failure must count as a failure, not as a fail-closed verdict.
+    async with AsyncClient(target, timeout=3600, on_error="raise") as client:
         await client.classify("warm up the connection", mode=mode)
         queue = list(reversed(queries))
 

@@ -28,7 +28,8 @@ async def drive_server(target: str, queries: list[str], concurrency: int) -> dic
     from promptgate.client import AsyncClient
 
     results: dict[str, float] = {}
-    async with AsyncClient(target, timeout=600) as client:
+    # raise: a failure must count as a failure, not as a fail-closed verdict.
+    async with AsyncClient(target, timeout=600, on_error="raise") as client:
         await client.classify("warm up", mode="fast")
         sem = asyncio.Semaphore(concurrency)
 

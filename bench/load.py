@@ -62,7 +62,8 @@ def _report(n: int, elapsed: float, latencies: list[float], verdicts: list) -> d
 async def promptgate_load(args: argparse.Namespace, queries: list[str]) -> dict:
     from promptgate.client import AsyncClient, InvalidArgumentError, ScreenRequest
 
-    async with AsyncClient(args.target, timeout=3600) as client:
+    # raise: a failure must count as a failure, not as a fail-closed verdict.
+    async with AsyncClient(args.target, timeout=3600, on_error="raise") as client:
         await client.classify("warm up", mode=args.mode)
         if args.rpc == "classify":
 
