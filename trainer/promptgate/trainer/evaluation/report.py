@@ -197,18 +197,25 @@ def render_markdown(report: EvalReport) -> str:
     return "\n".join(out)
 
 
-def _plot_roc(report: EvalReport, path: Path) -> None:
-    import numpy as np
+def _new_plot(diagonal: str) -> tuple[Any, Any]:
+    """A figure on the Agg canvas (no display needed) with the dotted y = x reference line."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(6.4, 5.6))
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot()
+    ax.plot([0, 1], [0, 1], linestyle=":", color="grey", label=diagonal)
+    return fig, ax
+
+
+def _plot_roc(report: EvalReport, path: Path) -> None:
+    import numpy as np
 
     from .metrics import roc_curve
 
     label = _file_labels(report)
-    fig = Figure(figsize=(6.4, 5.6))
-    FigureCanvasAgg(fig)
-    ax = fig.add_subplot()
-    ax.plot([0, 1], [0, 1], linestyle=":", color="grey", label="chance")
+    fig, ax = _new_plot("chance")
     for r in report.results:
         if r["file"] == ALL_FILES:
             continue
@@ -227,14 +234,8 @@ def _plot_roc(report: EvalReport, path: Path) -> None:
 
 
 def _plot_reliability(report: EvalReport, path: Path) -> None:
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
     label = _file_labels(report)
-    fig = Figure(figsize=(6.4, 5.6))
-    FigureCanvasAgg(fig)
-    ax = fig.add_subplot()
-    ax.plot([0, 1], [0, 1], linestyle=":", color="grey", label="perfect calibration")
+    fig, ax = _new_plot("perfect calibration")
     for r in report.results:
         if r["file"] == ALL_FILES:
             continue
