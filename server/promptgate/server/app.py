@@ -46,6 +46,7 @@ class ServerHandle:
     engine: ScreeningEngine | None = None
     metrics_port: int | None = None
     envelope: RpcEnvelopeInterceptor | None = None
+    token_auth: bool = False
 
     async def start(self) -> None:
         """Start taking calls (health NOT_SERVING until `attach_engine`) and the metrics endpoint."""
@@ -121,7 +122,14 @@ def create_server(config: ServerConfig) -> ServerHandle:
     if port == 0:
         raise OSError(f"cannot listen on {address}")
     return ServerHandle(
-        server=server, servicer=servicer, health=health, port=port, config=config, metrics=metrics, envelope=envelope
+        server=server,
+        servicer=servicer,
+        health=health,
+        port=port,
+        config=config,
+        metrics=metrics,
+        envelope=envelope,
+        token_auth=bool(tokens),
     )
 
 
@@ -147,7 +155,7 @@ async def serve(config: ServerConfig) -> int:
         port=handle.port,
         tls=config.tls_cert is not None,
         mutual_tls=config.tls_client_ca is not None,
-        token_auth=bool(load_tokens(config)),
+        token_auth=handle.token_auth,
         metrics_port=handle.metrics_port,
     )
 
