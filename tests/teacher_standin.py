@@ -75,6 +75,7 @@ class TeacherStandIn:
         self.asked: Counter[str] = Counter()
         self.in_flight = 0
         self.max_in_flight = 0
+        self._last_activity = time.monotonic()  # a request began or ended
         self._lock = threading.Lock()
         self._fail: list[tuple[int, int, str | None]] = []  # (remaining, status, retry_after)
         self._drop = 0
@@ -116,10 +117,17 @@ class TeacherStandIn:
             self._text_status.clear()
             self._bad.clear()
 
-    def wait_idle(self, timeout: float = 10.0) -> None:
-        """Until no request is being handled (those of a killed client finish here on their own)."""
+    def wait_idle(self, timeout: float = 10.0, quiet: float = 0.3) -> None:
+        """Until no request is being handled and none has begun for `quiet` seconds.
+
+        Requests of a killed or cancelled client finish here on their own, and one it sent just
+        before may still sit in the socket, unseen by `in_flight`: hence the quiet period.
+        """
         deadline = time.monotonic() + timeout
-        while self.in_flight and time.monotonic() < deadline:
+        while time.monotonic() < deadline:
+            with self._lock:
+                if not self.in_flight and time.monotonic() - self._last_activity >= quiet:
+                    return
             time.sleep(0.01)
 
     @property
@@ -189,11 +197,13 @@ class TeacherStandIn:
                 with standin._lock:
                     standin.in_flight += 1
                     standin.max_in_flight = max(standin.max_in_flight, standin.in_flight)
+                    standin._last_activity = time.monotonic()
                 try:
                     self._post()
                 finally:
                     with standin._lock:
                         standin.in_flight -= 1
+                        standin._last_activity = time.monotonic()
 
             def _post(self) -> None:
                 body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
