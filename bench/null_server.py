@@ -50,7 +50,7 @@ async def run(model: str, port: int) -> None:
     await handle.start()
     builder = PromptBuilder(AutoTokenizer.from_pretrained(model), resolve_profile(model))
     engine = ScreeningEngine(model_id=model, backend=NullBackend(), builder=builder, settings=ScreeningSettings())
-    await handle.attach_engine(engine, config)
+    await handle.attach_engine(engine)
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         asyncio.get_running_loop().add_signal_handler(sig, stop.set)

@@ -22,31 +22,28 @@ from bench._util import load_queries, tokenizer_corpus
 
 
 async def measure(model: str, block_size: int, queries: list[str]) -> dict[str, object]:
-    from promptgate._streams import map_unordered
-    from promptgate.server import ServerConfig
-    from promptgate.server.domain import Mode, Query
-    from promptgate.server.engine import load_engine
+    from promptgate.server import Query, Screening, ServerConfig
 
     config = ServerConfig(model=model, engine="vllm", enforce_eager=True, max_model_len=4096, block_size=block_size)
-    engine = await load_engine(config)
-    backend = engine.backend
+    screening = await Screening.load(config)
     try:
-        backend.prompt_tokens = backend.cached_tokens = 0  # type: ignore[attr-defined]
+        before = screening.stats()  # the warm-up's prompts are not the measurement's
         start = time.perf_counter()
-        async for _ in map_unordered(queries, lambda q: engine.classify(Query(q, Mode.FAST)), 32):
+        async for _ in screening.screen(((q, Query(q, "fast")) for q in queries), window=32):
             pass
         elapsed = time.perf_counter() - start
-        prompt, cached = backend.prompt_tokens, backend.cached_tokens  # type: ignore[attr-defined]
+        after = screening.stats()
+        prompt, cached = after.prompt_tokens - before.prompt_tokens, after.cached_tokens - before.cached_tokens
         return {
             "block_size": block_size,
-            "system_prompt_tokens": len(engine.builder.fast_prompt([])),
+            "system_prompt_tokens": len(screening.engine.builder.fast_prompt([])),  # type: ignore[attr-defined]
             "prompt_tokens": prompt,
             "cached_tokens": cached,
             "cache_hit_share": round(cached / prompt, 4) if prompt else 0.0,
             "fast_qps": round(len(queries) / elapsed, 1),
         }
     finally:
-        await backend.close()
+        await screening.close()
 
 
 def main() -> int:

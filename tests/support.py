@@ -13,7 +13,6 @@ from typing import Any, TypeVar
 
 from promptgate.server import ServerConfig, create_server
 from promptgate.server.app import ServerHandle
-from promptgate.server.engine import load_engine
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -71,12 +70,12 @@ class BackgroundServer:
         handle = create_server(self.config)
         await handle.start()
         if self._load:
-            await handle.attach_engine(await load_engine(self.config), self.config)
+            await handle.load()
         return handle
 
     async def load_now(self) -> None:
         assert self.handle is not None
-        await self.handle.attach_engine(await load_engine(self.config), self.config)
+        await self.handle.load()
 
     def run(self, coro: Coroutine[Any, Any, T], timeout: float = 300) -> T:
         return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)

@@ -432,7 +432,7 @@ def _parse_cli(argv: list[str]) -> Any:
 
     assert argv[0] == "promptgate", argv
     try:
-        return build_parser({}).parse_args(argv[1:])
+        return build_parser({})[0].parse_args(argv[1:])
     except SystemExit as exc:
         pytest.fail(f"not a valid promptgate command line (argparse exit {exc.code}): {shlex.join(argv)}")
 

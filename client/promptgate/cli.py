@@ -1,26 +1,27 @@
-"""The `promptgate` command: serve, classify, info, health, screen, tiny-model; data, train, eval.
+"""The `promptgate` command: the client's classify, info, health and screen, plus what other parts add.
 
-This is the entry point: the only place that reads the environment. The client commands
-need only the base install; `serve` and `tiny-model` need the `server` extra.
+This is the entry point: the only place that reads the environment. The client's commands
+need only the base install. The server (`serve`, `screen --local/--ray`) and the trainer
+(`data`, `train`, `eval`, `tiny-model`) add theirs through the `promptgate.commands` entry
+points (see `promptgate.commands`), so nothing here imports an upper layer.
 """
 
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from promptgate.client import Classification, Client, ItemError, PromptgateError
+from promptgate.commands import CommandLine, register_installed
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
-_SERVER_EXTRA_HINT = "this command needs the server extra: pip install 'promptgate[server]'"
 
 
-def _target_default(environ: os._Environ[str] | dict[str, str]) -> str:
+def _target_default(environ: Mapping[str, str]) -> str:
     return environ.get("PROMPTGATE_TARGET", "localhost:50051")
 
 
@@ -35,7 +36,7 @@ def _add_connection_args(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--token-file", metavar="FILE", help="file holding the bearer token [or env PROMPTGATE_TOKEN]")
 
 
-def _connection(args: argparse.Namespace, environ: os._Environ[str] | dict[str, str]) -> dict[str, object]:
+def _connection(args: argparse.Namespace, environ: Mapping[str, str]) -> dict[str, object]:
     """Client settings from the connection flags; the token comes from a file or the environment."""
     token = environ.get("PROMPTGATE_TOKEN") or None
     if args.token_file:
@@ -50,19 +51,11 @@ def _connection(args: argparse.Namespace, environ: os._Environ[str] | dict[str, 
     }
 
 
-def build_parser(environ: dict[str, str] | os._Environ[str]) -> argparse.ArgumentParser:
+def build_parser(environ: Mapping[str, str]) -> tuple[argparse.ArgumentParser, CommandLine]:
     parser = argparse.ArgumentParser(
         prog="promptgate", description="Screen user queries to AI agents for prompt attacks."
     )
     sub = parser.add_subparsers(dest="command", required=True)
-
-    serve = sub.add_parser("serve", help="run the gRPC server")
-    try:
-        from promptgate.server.config import ServerConfig
-    except ImportError:
-        serve.set_defaults(server_missing=True)
-    else:
-        ServerConfig.add_arguments(serve)
 
     target_help = "server address host:port [env PROMPTGATE_TARGET; default localhost:50051]"
     classify = sub.add_parser("classify", help="classify queries (arguments, or one per line on stdin)")
@@ -76,11 +69,13 @@ def build_parser(environ: dict[str, str] | os._Environ[str]) -> argparse.Argumen
         "--truncate", action="store_true", help="cut over-long queries to the server's limits instead of failing"
     )
     _add_connection_args(classify)
+    classify.set_defaults(handler=_classify)
 
     info = sub.add_parser("info", help="describe the served model")
     info.add_argument("--target", default=_target_default(environ), help=target_help)
     info.add_argument("--json", action="store_true", help="print JSON")
     _add_connection_args(info)
+    info.set_defaults(handler=_info)
 
     health = sub.add_parser(
         "health", help="exit 0 if the server's gRPC health service says SERVING (container health checks)"
@@ -89,6 +84,7 @@ def build_parser(environ: dict[str, str] | os._Environ[str]) -> argparse.Argumen
     health.add_argument("--service", default="", help="service to ask about (default: the whole server)")
     health.add_argument("--timeout", type=float, default=5.0, help="deadline, seconds")
     _add_connection_args(health)
+    health.set_defaults(handler=_health)
 
     screen = sub.add_parser(
         "screen",
@@ -102,16 +98,6 @@ def build_parser(environ: dict[str, str] | os._Environ[str]) -> argparse.Argumen
     screen.add_argument("--rejects", type=Path, help="rejects JSONL (default: OUT with .rejects.jsonl)")
     where = screen.add_mutually_exclusive_group()
     where.add_argument("--target", help=target_help)
-    where.add_argument("--local", metavar="MODEL", help="run the engine in this process on MODEL (server extra)")
-    where.add_argument("--ray", action="store_true", help="run as a Ray Data pipeline (see README)")
-    screen.add_argument("--ray-model", metavar="MODEL", help="--ray: the model every Ray worker loads")
-    screen.add_argument("--ray-actors", type=int, default=1, help="--ray: engine replicas (actors)")
-    screen.add_argument("--ray-gpus-per-actor", type=float, default=0, help="--ray: GPUs each replica takes")
-    screen.add_argument("--ray-chunk", type=int, default=50_000, help="--ray: records handed to Ray at a time")
-    screen.add_argument(
-        "--engine", default="auto", choices=["auto", "vllm", "transformers"], help="--local/--ray engine"
-    )
-    screen.add_argument("--profile", help="--local/--ray: model profile (default: from the model)")
     screen.add_argument("--format", default="auto", choices=["auto", "jsonl", "csv", "tsv", "text"])
     screen.add_argument("--text-field", default="text", help="JSONL key / CSV column of the query (default: text)")
     screen.add_argument(
@@ -127,36 +113,10 @@ def build_parser(environ: dict[str, str] | os._Environ[str]) -> argparse.Argumen
     screen.add_argument("--quiet", action="store_true", help="no progress bar and no summary on stderr")
     _add_connection_args(screen)
 
-    tiny = sub.add_parser(
-        "tiny-model", help="build a tiny random-weight Qwen3-shaped model (tests, offline smoke runs)"
-    )
-    tiny.add_argument("out", help="output directory")
-    tiny.add_argument("--profile", default="promptgate", help="built-in profile written as promptgate.json")
-    tiny.add_argument("--corpus", nargs="*", default=[], help="text/JSONL files to train the tokenizer on")
-    tiny.add_argument(
-        "--shape", default="tiny", choices=["tiny", "qwen3-0.6b"], help="qwen3-0.6b: the real model's exact shape"
-    )
-    # Registering imports nothing heavy; each handler says which extra it needs when run.
-    from promptgate.trainer.commands import add_commands
-
-    add_commands(sub)
-    return parser
-
-
-def _serve(args: argparse.Namespace, environ: dict[str, str] | os._Environ[str]) -> int:
-    if getattr(args, "server_missing", False):
-        print(f"promptgate serve: {_SERVER_EXTRA_HINT}", file=sys.stderr)
-        return EXIT_FAILED
-    import asyncio
-
-    from promptgate.server import ConfigError, ServerConfig, serve
-
-    try:
-        config = ServerConfig.from_sources(args, environ)
-    except ConfigError as exc:
-        print(f"promptgate serve: {exc}", file=sys.stderr)
-        return EXIT_USAGE
-    return asyncio.run(serve(config))
+    cli = CommandLine(subcommands=sub, screen=screen, screen_where=where, environ=environ)
+    screen.set_defaults(handler=lambda args: _screen(args, cli))
+    register_installed(cli)
+    return parser, cli
 
 
 def _read_texts(texts: Sequence[str]) -> list[str]:
@@ -233,7 +193,7 @@ def _info(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _screen(args: argparse.Namespace, environ: dict[str, str] | os._Environ[str]) -> int:
+def _screen(args: argparse.Namespace, cli: CommandLine) -> int:
     import asyncio
 
     from promptgate.screen import OutputError, ScreenOptions, write_summary_json
@@ -256,27 +216,14 @@ def _screen(args: argparse.Namespace, environ: dict[str, str] | os._Environ[str]
         top=args.top,
         progress=not args.quiet and sys.stderr.isatty(),
     )
-    if args.ray:
-        from promptgate.screen.ray_pipeline import run_ray
-
-        if not args.ray_model:
-            print("promptgate screen --ray: --ray-model is required", file=sys.stderr)
-            return EXIT_USAGE
-        summary = run_ray(
-            options,
-            args.ray_model,
-            engine=args.engine,
-            profile=args.profile,
-            chunk_size=args.ray_chunk,
-            actors=args.ray_actors,
-            gpus_per_actor=args.ray_gpus_per_actor,
-        )
-    else:
-        try:
-            summary = asyncio.run(_screen_async(options, args, environ))
-        except (OutputError, ValueError, OSError) as exc:
-            print(f"promptgate screen: {exc}", file=sys.stderr)
-            return EXIT_FAILED
+    try:
+        # Another part's way to screen (the server's --local and --ray), else through a server.
+        summary = next((s for run in cli.screen_runners if (s := run(args, options)) is not None), None)
+        if summary is None:
+            summary = asyncio.run(_screen_remote(options, args, cli.environ))
+    except (OutputError, ValueError, OSError) as exc:
+        print(f"promptgate screen: {exc}", file=sys.stderr)
+        return EXIT_FAILED
     if args.summary_json:
         write_summary_json(summary, args.summary_json)
     if not args.quiet:
@@ -284,70 +231,35 @@ def _screen(args: argparse.Namespace, environ: dict[str, str] | os._Environ[str]
     return EXIT_OK
 
 
-async def _screen_async(options, args: argparse.Namespace, environ: dict[str, str] | os._Environ[str]):
-    from promptgate.screen import LocalScreener, RemoteScreener, run_screen
+async def _screen_remote(options, args: argparse.Namespace, environ: Mapping[str, str]):
+    from promptgate.screen import RemoteScreener, run_screen
 
-    if args.local:
-        try:
-            from promptgate.server.config import ServerConfig
-        except ImportError:
-            raise ValueError(f"--local: {_SERVER_EXTRA_HINT}") from None
-        # PROMPTGATE_* settings apply to the in-process engine as they would to a server.
-        config = dataclasses.replace(
-            ServerConfig.from_sources(None, environ), model=args.local, engine=args.engine, profile=args.profile
-        )
-        screener = await LocalScreener.load(config, mode=args.mode, threshold=args.threshold, window=options.window)
-    else:
-        target = args.target or _target_default(environ)
-        screener = await RemoteScreener.connect(
-            target,
-            mode=args.mode,
-            threshold=args.threshold,
-            window=options.window,
-            transport=_connection(args, environ),  # type: ignore[arg-type]
-        )
+    target = args.target or _target_default(environ)
+    screener = await RemoteScreener.connect(
+        target,
+        mode=args.mode,
+        threshold=args.threshold,
+        window=options.window,
+        transport=_connection(args, environ),  # type: ignore[arg-type]
+    )
     try:
         return await run_screen(options, screener)
     finally:
         await screener.close()
 
 
-def _tiny_model(args: argparse.Namespace) -> int:
-    try:
-        from promptgate.trainer.tiny_model import SHAPES, build_tiny_model
-    except ImportError:
-        print(f"promptgate tiny-model: {_SERVER_EXTRA_HINT}", file=sys.stderr)
-        return EXIT_FAILED
-    out = build_tiny_model(args.out, profile=args.profile, corpus_files=args.corpus, spec=SHAPES[args.shape])
-    print(out)
-    return EXIT_OK
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     environ = os.environ
-    args = build_parser(environ).parse_args(argv)
+    parser, _ = build_parser(environ)
+    args = parser.parse_args(argv)
     try:
-        if args.command == "serve":
-            return _serve(args, environ)
-        if args.command == "classify":
-            return _classify(args)
-        if args.command == "info":
-            return _info(args)
-        if args.command == "health":
-            return _health(args)
-        if args.command == "screen":
-            return _screen(args, environ)
-        if args.command == "tiny-model":
-            return _tiny_model(args)
-        if hasattr(args, "handler"):  # the trainer's subcommands (promptgate.trainer.commands)
-            return args.handler(args)
+        return args.handler(args)
     except PromptgateError as exc:
         print(f"promptgate {args.command}: {exc}", file=sys.stderr)
         return EXIT_FAILED
     except BrokenPipeError:  # `promptgate classify ... | head`: the reader has all it wants
         sys.stderr.close()
         return EXIT_OK
-    return EXIT_USAGE
 
 
 if __name__ == "__main__":

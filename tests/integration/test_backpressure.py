@@ -57,8 +57,8 @@ def depth(srv: BackgroundServer) -> int:
 
 
 def engine_idle(srv: BackgroundServer) -> bool:
-    assert srv.handle is not None and srv.handle.engine is not None
-    stats = srv.handle.engine.backend.stats()
+    assert srv.handle is not None and srv.handle.screening is not None
+    stats = srv.handle.screening.stats()
     return stats.running == 0 and stats.queued == 0 and depth(srv) == 0
 
 
@@ -274,8 +274,8 @@ def test_cancelled_stream_frees_the_engine_and_the_queue(
     requests = iter([pb.ClassifyRequest(id=str(i), text=f"story {i}", mode=pb.MODE_REASONED) for i in range(5)])
     call = stub.ClassifyStream(requests)
     wait_until(lambda: depth(hog_server) == 5, what="the stream's items admitted")
-    assert hog_server.handle is not None and hog_server.handle.engine is not None
-    wait_until(lambda: hog_server.handle.engine.backend.stats().running > 0, what="the stream's items running")
+    assert hog_server.handle is not None and hog_server.handle.screening is not None
+    wait_until(lambda: hog_server.handle.screening.stats().running > 0, what="the stream's items running")
     call.cancel()
     wait_until(lambda: engine_idle(hog_server), what="engine idle and depth 0 after a cancelled stream")
     assert stub.Classify(pb.ClassifyRequest(text="still serving"), timeout=30).mode == pb.MODE_FAST

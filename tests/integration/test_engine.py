@@ -1,4 +1,5 @@
-"""The screening engine over the real transformers backend and the tiny model."""
+"""The screening engine over the real transformers backend and the tiny model, driven
+through the screening path (`Screening`) as every caller drives it."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from promptgate.profiles import NARASIMHA_M, PROMPTGATE, PromptBuilder
 from promptgate.server.domain import Mode, Query, Verdict
 from promptgate.server.engine import ScreeningEngine, ScreeningSettings
 from promptgate.server.engine.transformers_backend import TransformersBackend
+from promptgate.server.screening import Screening, ScreeningLimits
 
 QUERIES = [
     "hi",
@@ -38,12 +40,22 @@ def reference(tiny_model: Path):
     return AutoModelForCausalLM.from_pretrained(tiny_model, dtype=torch.float32).eval()
 
 
-def engine_for(backend, tokenizer, profile=PROMPTGATE, **settings) -> ScreeningEngine:
-    return ScreeningEngine(
-        model_id="tiny",
-        backend=backend,
-        builder=PromptBuilder(tokenizer, profile),
-        settings=ScreeningSettings(**{"max_rationale_tokens": 10, **settings}),
+class EngineUnderTest(Screening):
+    """The path over a `ScreeningEngine`, with its prompt builder at hand for the reference."""
+
+    def __init__(self, engine: ScreeningEngine) -> None:
+        super().__init__(engine, ScreeningLimits(max_text_chars=10**6))
+        self.builder = engine.builder
+
+
+def engine_for(backend, tokenizer, profile=PROMPTGATE, **settings) -> EngineUnderTest:
+    return EngineUnderTest(
+        ScreeningEngine(
+            model_id="tiny",
+            backend=backend,
+            builder=PromptBuilder(tokenizer, profile),
+            settings=ScreeningSettings(**{"max_rationale_tokens": 10, **settings}),
+        )
     )
 
 
@@ -89,7 +101,7 @@ async def test_threshold_decides_the_verdict(backend, tiny_tokenizer) -> None:
 
 async def test_hundred_colliding_labels_match_brute_force(backend, tiny_tokenizer, reference) -> None:
     engine = engine_for(backend, tiny_tokenizer, NARASIMHA_M)
-    assert engine._labels.branch_points > 1  # the tiny vocabulary makes first tokens collide
+    assert engine.engine._labels.branch_points > 1  # the tiny vocabulary makes first tokens collide
     result = await engine.classify(Query(QUERIES[4], Mode.FAST, threshold=0.0))
     prompt = engine.builder.fast_prompt(engine.builder.encode_text(QUERIES[4]))
     expected = reference_label_probs(reference, prompt, engine.builder.sequences.labels)

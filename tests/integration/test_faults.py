@@ -140,8 +140,8 @@ def _assert_no_verdicts(responses: list[pb.ClassifyResponse], code: grpc.StatusC
 
 
 def test_a_stopped_engine_answers_errors_never_benign(own_server: BackgroundServer) -> None:
-    assert own_server.handle is not None and own_server.handle.engine is not None
-    own_server.run(own_server.handle.engine.backend.close())
+    assert own_server.handle is not None and own_server.handle.screening is not None
+    own_server.run(own_server.handle.screening.close())
     with grpc.insecure_channel(own_server.target) as channel:
         stub = pb_grpc.ClassifierServiceStub(channel)
         started = time.monotonic()
@@ -161,9 +161,10 @@ def test_a_stopped_engine_answers_errors_never_benign(own_server: BackgroundServ
 
 
 def test_a_broken_model_is_internal_never_benign(own_server: BackgroundServer) -> None:
-    assert own_server.handle is not None and own_server.handle.engine is not None
+    assert own_server.handle is not None and own_server.handle.screening is not None
     # Fault injection on the real engine: its model is gone, so every forward pass raises.
-    own_server.handle.engine.backend._model = None  # type: ignore[attr-defined]
+    # Fault injection: the backend loses its model mid-flight (no public way to break an engine).
+    own_server.handle.screening.engine.backend._model = None  # type: ignore[attr-defined]
     with grpc.insecure_channel(own_server.target) as channel:
         stub = pb_grpc.ClassifierServiceStub(channel)
         with pytest.raises(grpc.RpcError) as info:

@@ -70,8 +70,8 @@ def raw_channel(tokens_server: BackgroundServer) -> Iterator[grpc.Channel]:
 
 
 def token_count(srv: BackgroundServer, text: str) -> int:
-    assert srv.handle is not None and srv.handle.engine is not None
-    return len(srv.handle.engine.builder.encode_text(text))
+    assert srv.handle is not None and srv.handle.screening is not None
+    return len(srv.handle.screening.engine.encode(text))
 
 
 def verdict_of(response: pb.ClassifyResponse) -> bool:
@@ -140,7 +140,7 @@ def test_token_truncation_keeps_both_ends_only(tokens_server: BackgroundServer) 
     head, tail = LETTERS[:40], LETTERS[-40:]  # 20 letter tokens each, more than half the limit
     one = f"{head} lorem ipsum dolor {tail}"
     other = f"{head} completely different middle part {tail}"
-    ids_one, ids_other = (tokens_server.handle.engine.builder.encode_text(t) for t in (one, other))  # type: ignore[union-attr]
+    ids_one, ids_other = (tokens_server.handle.screening.engine.encode(t) for t in (one, other))  # type: ignore[union-attr]
     half = MAX_TOKENS // 2
     assert len(ids_one) > MAX_TOKENS and len(ids_other) > MAX_TOKENS and ids_one != ids_other
     assert ids_one[:half] == ids_other[:half] and ids_one[-half:] == ids_other[-half:]

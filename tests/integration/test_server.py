@@ -192,11 +192,11 @@ async def test_concurrent_calls_are_batched_together(server: BackgroundServer) -
 
 
 def _backend_idle(server: BackgroundServer, timeout: float = 5.0) -> bool:
-    assert server.handle is not None and server.handle.engine is not None
-    backend = server.handle.engine.backend
+    assert server.handle is not None and server.handle.screening is not None
+    screening = server.handle.screening
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        stats = backend.stats()
+        stats = screening.stats()
         if stats.running == 0 and stats.queued == 0:
             return True
         time.sleep(0.05)
@@ -204,10 +204,10 @@ def _backend_idle(server: BackgroundServer, timeout: float = 5.0) -> bool:
 
 
 def _wait_running(server: BackgroundServer, timeout: float = 10.0) -> bool:
-    assert server.handle is not None and server.handle.engine is not None
+    assert server.handle is not None and server.handle.screening is not None
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if server.handle.engine.backend.stats().running:
+        if server.handle.screening.stats().running:
             return True
         time.sleep(0.02)
     return False

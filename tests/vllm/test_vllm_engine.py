@@ -82,14 +82,14 @@ def test_reasoned_agrees_with_the_transformers_engine(vllm_server: BackgroundSer
 
 
 def _engine_requests(srv: BackgroundServer) -> int:
-    assert srv.handle is not None and srv.handle.engine is not None
-    return srv.handle.engine.backend.stats().running
+    assert srv.handle is not None and srv.handle.screening is not None
+    return srv.handle.screening.stats().running
 
 
 def test_cancellation_and_deadlines_abort_vllm_requests(vllm_server: BackgroundServer) -> None:
     long_story = pb.ClassifyRequest(text="tell me a long story", mode=pb.MODE_REASONED)
-    assert vllm_server.handle is not None and vllm_server.handle.engine is not None
-    engine = vllm_server.handle.engine
+    assert vllm_server.handle is not None and vllm_server.handle.screening is not None
+    engine = vllm_server.handle.screening.engine
     settings = engine.settings
     # A rationale bound long enough that only an abort can end the request early.
     engine.settings = type(settings)(**{**settings.__dict__, "max_rationale_tokens": 3000})

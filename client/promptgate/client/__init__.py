@@ -22,7 +22,17 @@ from ._errors import (
 )
 from ._policy import FailurePolicy
 from ._sync import Client
-from ._types import Classification, ItemError, LabelInfo, LabelScore, Mode, ModelInfo, ScreenRequest, Verdict
+from ._types import (
+    Classification,
+    ItemError,
+    LabelInfo,
+    LabelScore,
+    Mode,
+    ModelInfo,
+    ScreenRequest,
+    Verdict,
+    parse_response,
+)
 
 __all__ = [
     "AsyncClient",
@@ -46,4 +56,5 @@ __all__ = [
     "UnauthenticatedError",
     "UnavailableError",
     "Verdict",
+    "parse_response",
 ]

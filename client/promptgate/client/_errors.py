@@ -17,6 +17,10 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 import grpc
+from google.rpc import error_details_pb2, status_pb2
+
+# Where gRPC's richer error model carries the whole google.rpc.Status of a failed call.
+_STATUS_DETAILS_KEY = "grpc-status-details-bin"
 
 
 class PromptgateError(Exception):
@@ -28,9 +32,11 @@ class ServiceError(PromptgateError):
 
     code: grpc.StatusCode = grpc.StatusCode.UNKNOWN
 
-    def __init__(self, message: str, code: grpc.StatusCode | None = None) -> None:
+    def __init__(self, message: str, code: grpc.StatusCode | None = None, *, reason: str = "") -> None:
         super().__init__(message)
         self.message = message
+        # The server's machine-readable cause (google.rpc.ErrorInfo reason), e.g. "TOO_LONG"; "" if none.
+        self.reason = reason
         if code is not None:
             self.code = code
 
@@ -85,7 +91,28 @@ def from_rpc_error(error: grpc.RpcError) -> ServiceError:
     code = error.code() if hasattr(error, "code") else grpc.StatusCode.UNKNOWN
     details = error.details() if hasattr(error, "details") else str(error)
     cls = _BY_CODE.get(code, ServiceError)
-    return cls(details or code.name, code)
+    return cls(details or code.name, code, reason=_trailer_reason(error))
+
+
+def error_reason(status: status_pb2.Status) -> str:
+    """The ErrorInfo reason among a google.rpc.Status's details, or ""."""
+    for detail in status.details:
+        if detail.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
+            info = error_details_pb2.ErrorInfo()
+            detail.Unpack(info)
+            return info.reason
+    return ""
+
+
+def _trailer_reason(error: grpc.RpcError) -> str:
+    trailers = error.trailing_metadata() if hasattr(error, "trailing_metadata") else None
+    for key, value in trailers or ():
+        if key == _STATUS_DETAILS_KEY and isinstance(value, bytes):
+            try:
+                return error_reason(status_pb2.Status.FromString(value))
+            except Exception:  # a malformed trailer from some proxy: the status code still stands
+                return ""
+    return ""
 
 
 def code_name(value: int) -> str:

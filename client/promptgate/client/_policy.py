@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from promptgate.v1 import classifier_pb2 as pb
 
 from ._errors import ServiceError
-from ._types import Classification, ItemError, Mode, Verdict, from_response_pb
+from ._types import Classification, ItemError, Mode, Verdict, parse_response
 
 
 class FailurePolicy(enum.StrEnum):
@@ -49,7 +49,7 @@ def failed_result(policy: FailurePolicy, error: ItemError) -> Classification:
 
 
 def item_result(policy: FailurePolicy, response: pb.ClassifyResponse) -> Classification | ItemError:
-    result = from_response_pb(response)
+    result = parse_response(response)
     if isinstance(result, ItemError) and policy is not FailurePolicy.RAISE:
         return failed_result(policy, result)
     return result

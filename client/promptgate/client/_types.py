@@ -102,9 +102,12 @@ class ItemError:
     id: str
     code: str  # a gRPC status code name, e.g. "INVALID_ARGUMENT"
     message: str
+    # The server's machine-readable cause (google.rpc.ErrorInfo reason), e.g. "TOO_LONG"; "" if none.
+    reason: str = ""
 
     def to_dict(self) -> dict[str, Any]:
-        return {"id": self.id, "error": {"code": self.code, "message": self.message}}
+        error = {"code": self.code, "message": self.message, **({"reason": self.reason} if self.reason else {})}
+        return {"id": self.id, "error": error}
 
 
 @dataclass(frozen=True)
@@ -164,11 +167,14 @@ def to_request_pb(
     return req
 
 
-def from_response_pb(resp: pb.ClassifyResponse) -> Classification | ItemError:
+def parse_response(resp: pb.ClassifyResponse) -> Classification | ItemError:
+    """A `ClassifyResponse` as the client returns it: a classification, or the item's error."""
     if resp.HasField("error"):
-        from ._errors import code_name
+        from ._errors import code_name, error_reason
 
-        return ItemError(id=resp.id, code=code_name(resp.error.code), message=resp.error.message)
+        return ItemError(
+            id=resp.id, code=code_name(resp.error.code), message=resp.error.message, reason=error_reason(resp.error)
+        )
     return Classification(
         id=resp.id,
         verdict=_VERDICT_FROM_PB[resp.verdict],

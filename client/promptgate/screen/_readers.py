@@ -31,7 +31,7 @@ class Record:
 class Rejected:
     record: int
     id: str
-    kind: str  # empty_text, too_long, invalid_utf8, broken_json, missing_text
+    kind: str  # invalid_utf8, broken_json, missing_text, empty_text (a blank JSONL line)
     reason: str
     source: str
 
@@ -75,7 +75,7 @@ def count_records(paths: Sequence[str], fmt: str) -> int | None:
 
 
 def read_records(
-    paths: Sequence[str], *, fmt: str = "auto", text_field: str = "text", id_field: str = "id", max_chars: int = 0
+    paths: Sequence[str], *, fmt: str = "auto", text_field: str = "text", id_field: str = "id"
 ) -> Iterator[Record | Rejected]:
     record = 0
     for path in paths:
@@ -83,26 +83,21 @@ def read_records(
         source = "stdin" if path == "-" else path
         with _open(path) as fh:
             for line_no, item in enumerate(_items(fh, kind, text_field, id_field), start=1):
-                yield _check(record, line_no, item, source, max_chars)
+                yield _check(record, line_no, item, source)
                 record += 1
 
 
 Problem = tuple[str, str] | None  # (kind, reason)
 
 
-def _check(
-    record: int, line_no: int, item: tuple[str | None, str | None, Problem], source: str, max_chars: int
-) -> Record | Rejected:
+def _check(record: int, line_no: int, item: tuple[str | None, str | None, Problem], source: str) -> Record | Rejected:
+    # Only what stops a record from being read is judged here; whether its text can be
+    # screened (empty, too long) is the screening path's call, made once for every caller.
     rid, text, problem = item
     rid = rid if rid not in (None, "") else str(line_no)
     if problem:
         return Rejected(record, rid, *problem, source)
     assert text is not None
-    if not text.strip():
-        return Rejected(record, rid, "empty_text", "empty text", source)
-    if max_chars and len(text) > max_chars:
-        reason = f"text is {len(text)} characters long; the limit is {max_chars}"
-        return Rejected(record, rid, "too_long", reason, source)
     return Record(record, rid, text)
 
 

@@ -1,7 +1,8 @@
 """The screening pipeline: read -> skip what is done -> classify (bounded window) -> append.
 
 Two ways to classify, one output: `RemoteScreener` streams through a server with
-ClassifyStream; `LocalScreener` runs the engine in this process (vLLM where installed).
+ClassifyStream; the server's `LocalScreener` (`promptgate.server.local`, for `--local`)
+runs the screening path in this process. Both give the same answers.
 """
 
 from __future__ import annotations
@@ -17,8 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol, TextIO
 
-from promptgate._streams import map_unordered
-from promptgate.client import AsyncClient, Classification, ClientOptions, ItemError, Mode, ScreenRequest, Verdict
+from promptgate.client import AsyncClient, Classification, ClientOptions, ItemError, ScreenRequest, Verdict
 
 from ._output import ResumableOutput
 from ._readers import Record, Rejected, count_records, read_records
@@ -26,7 +26,6 @@ from ._readers import Record, Rejected, count_records, read_records
 
 class Screener(Protocol):
     model: str
-    max_text_chars: int
 
     def classify(self, records: AsyncIterator[Record]) -> AsyncIterator[tuple[Record, Classification | ItemError]]: ...
 
@@ -64,6 +63,12 @@ def result_line(record: Record, result: Classification, rationale: bool) -> dict
 def reject_line(record: int, rid: str, kind: str, reason: str, source: str) -> dict[str, Any]:
     """One rejects line: the input's id and record number, what kind of problem, and why."""
     return {"id": rid, "record": record, "source": source, "kind": kind, "reason": reason}
+
+
+def error_kind(error: ItemError) -> str:
+    """A rejects line's `kind` for a query the screening path refused: its reason (too_long,
+    empty_text, ...), else the status code for a server that gives none."""
+    return error.reason.lower() if error.reason else f"server_{error.code.lower()}"
 
 
 # -- summary ---------------------------------------------------------------------------------
@@ -184,8 +189,8 @@ def _hms(seconds: float) -> str:
 class RemoteScreener:
     """Streams through a server's ClassifyStream with at most `window` queries outstanding."""
 
-    def __init__(self, client: AsyncClient, model: str, max_text_chars: int, *, mode, threshold, window: int) -> None:
-        self.client, self.model, self.max_text_chars = client, model, max_text_chars
+    def __init__(self, client: AsyncClient, model: str, *, mode, threshold, window: int) -> None:
+        self.client, self.model = client, model
         self.mode, self.threshold, self.window = mode, threshold, window
 
     @classmethod
@@ -201,7 +206,7 @@ class RemoteScreener:
         # Bulk screening keeps failures as rejects with their reason, never as verdicts.
         client = AsyncClient(target, timeout=120, on_error="raise", **(transport or {}))
         info = await client.model_info()
-        return cls(client, info.model, info.limits["max_text_chars"], mode=mode, threshold=threshold, window=window)
+        return cls(client, info.model, mode=mode, threshold=threshold, window=window)
 
     async def classify(
         self, records: AsyncIterator[Record]
@@ -222,52 +227,6 @@ class RemoteScreener:
 
     async def close(self) -> None:
         await self.client.close()
-
-
-class LocalScreener:
-    """Runs the engine in this process (the `server` extra; vLLM when installed)."""
-
-    def __init__(self, engine: Any, max_text_chars: int, *, mode: str | None, threshold: float | None, window: int):
-        self.engine, self.model, self.max_text_chars = engine, engine.model_id, max_text_chars
-        self.mode, self.threshold, self.window = mode, threshold, window
-
-    @classmethod
-    async def load(cls, config: Any, *, mode: str | None, threshold: float | None, window: int) -> LocalScreener:
-        from promptgate.server.engine import load_engine
-
-        return cls(await load_engine(config), config.max_text_chars, mode=mode, threshold=threshold, window=window)
-
-    async def classify(
-        self, records: AsyncIterator[Record]
-    ) -> AsyncIterator[tuple[Record, Classification | ItemError]]:
-        from promptgate.server.domain import Mode as EngineMode
-        from promptgate.server.domain import Query
-        from promptgate.server.errors import ScreeningError
-
-        mode = EngineMode(self.mode) if self.mode else None
-
-        async def one(record: Record) -> tuple[Record, Classification | ItemError]:
-            try:
-                r = await self.engine.classify(Query(record.text, mode, self.threshold))
-            except ScreeningError as exc:
-                return record, ItemError(str(record.record), exc.status_code.name, exc.message)
-            return record, Classification(
-                id=str(record.record),
-                verdict=Verdict(r.verdict.value),
-                malicious_probability=r.malicious_probability,
-                label=r.label,
-                category=r.category,
-                rationale=r.rationale,
-                mode=Mode(r.mode.value),
-                threshold=r.threshold,
-                model=self.model,
-            )
-
-        async for item in map_unordered(records, one, self.window):
-            yield item
-
-    async def close(self) -> None:
-        await self.engine.backend.close()
 
 
 # -- the run ---------------------------------------------------------------------------------
@@ -297,7 +256,6 @@ async def run_screen(options: ScreenOptions, screener: Screener) -> Summary:
                 fmt=options.fmt,
                 text_field=options.text_field,
                 id_field=options.id_field,
-                max_chars=screener.max_text_chars,
             )
             for item in items:
                 if output.is_done(item.record):
@@ -309,7 +267,7 @@ async def run_screen(options: ScreenOptions, screener: Screener) -> Summary:
 
         async for record, result in screener.classify(pending()):
             if isinstance(result, ItemError):
-                reject(record.record, record.id, f"server_{result.code.lower()}", result.message, "server")
+                reject(record.record, record.id, error_kind(result), result.message, "server")
                 continue
             line = result_line(record, result, options.rationale)
             output.write(line)

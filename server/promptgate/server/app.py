@@ -22,12 +22,14 @@ from promptgate.v1 import classifier_pb2 as pb
 from promptgate.v1 import classifier_pb2_grpc as pb_grpc
 
 from .config import ServerConfig
-from .engine import ScreeningEngine, load_engine
+from .engine import Engine, load_engine
 from .interceptors import RpcEnvelopeInterceptor
 from .logs import configure_logging, get_logger
 from .metrics import ServerMetrics
+from .screening import Screening, ScreeningLimits
 from .security import TokenAuthInterceptor, load_tokens, server_credentials
-from .servicer import ClassifierServicer, model_info
+from .servicer import ClassifierServicer
+from .telemetry import QueryTelemetry
 
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["ClassifierService"].full_name
 # Shutdown waits until no call has come for this long (see RpcEnvelopeInterceptor.refuse_until_quiet).
@@ -43,7 +45,7 @@ class ServerHandle:
     port: int
     config: ServerConfig
     metrics: ServerMetrics
-    engine: ScreeningEngine | None = None
+    screening: Screening | None = None
     metrics_port: int | None = None
     envelope: RpcEnvelopeInterceptor | None = None
     token_auth: bool = False
@@ -60,13 +62,26 @@ class ServerHandle:
         for name in ("", SERVICE_NAME):  # "" is the whole server, as probes ask by default
             await self.health.set(name, status)
 
-    async def attach_engine(self, engine: ScreeningEngine, config: ServerConfig) -> None:
-        self.engine = engine
-        backend = engine.backend
-        self.metrics.watch(lambda: backend.stats().running)
-        if hasattr(backend, "on_batch"):
-            backend.on_batch = self.metrics.batch_size.observe
-        self.servicer.attach(engine, model_info(engine, config))
+    def screening_for(self, engine: Engine) -> Screening:
+        """The screening path over `engine` with this server's limits, metrics and logs."""
+        telemetry = QueryTelemetry(self.metrics, log_query_text=self.config.log_query_text)
+        return Screening(engine, ScreeningLimits.from_config(self.config), observer=telemetry)
+
+    async def load(self) -> Screening:
+        """Load the configured model and start serving it (slow: weights)."""
+        screening = self.screening_for(await load_engine(self.config))
+        await self.attach(screening)
+        return screening
+
+    async def attach_engine(self, engine: Engine) -> None:
+        """Serve an engine that is already started."""
+        await self.attach(self.screening_for(engine))
+
+    async def attach(self, screening: Screening) -> None:
+        self.screening = screening
+        self.metrics.watch(lambda: screening.stats().running)
+        screening.observe_batches(self.metrics.batch_size.observe)
+        self.servicer.attach(screening)
         await self.set_serving(True)
 
     async def close(self, grace: float | None = None) -> None:
@@ -80,8 +95,8 @@ class ServerHandle:
             await self.envelope.refuse_until_quiet(quiet=_QUIET_BEFORE_STOP_S, limit=grace / 2)
             grace = max(0.0, grace - (time.monotonic() - started))
         await self.server.stop(grace)
-        if self.engine is not None:
-            await self.engine.backend.close()
+        if self.screening is not None:
+            await self.screening.close()
         self.metrics.close()
 
 
@@ -133,13 +148,9 @@ def create_server(config: ServerConfig) -> ServerHandle:
     )
 
 
-def _log_rejected(method: str) -> None:
-    log.warning("unauthenticated", method=method)
-
-
-async def _wait_for_death(engine: ScreeningEngine, interval: float = 0.5) -> None:
+async def _wait_for_death(screening: Screening, interval: float = 0.5) -> None:
     # Polled: vLLM exposes engine death as a flag (AsyncLLM.errored), not as an awaitable.
-    while not engine.backend.dead:  # noqa: ASYNC110
+    while not screening.dead:  # noqa: ASYNC110
         await asyncio.sleep(interval)
 
 
@@ -169,15 +180,16 @@ async def serve(config: ServerConfig) -> int:
     await asyncio.wait({loading, stopping}, return_when=asyncio.FIRST_COMPLETED)
     exit_code = 0
     if loading.done() and loading.exception() is None:
-        engine = loading.result()
-        await handle.attach_engine(engine, config)
-        log.info("serving", model=config.model, engine=engine.backend.name)
-        died = asyncio.create_task(_wait_for_death(engine))
+        screening = handle.screening_for(loading.result())
+        await handle.attach(screening)
+        engine_name = screening.describe().engine.name
+        log.info("serving", model=config.model, engine=engine_name)
+        died = asyncio.create_task(_wait_for_death(screening))
         await asyncio.wait({stopping, died}, return_when=asyncio.FIRST_COMPLETED)
         if died.done():
             # No more answers can come: stop taking calls, let the rest end, exit non-zero
             # so the supervisor restarts us.
-            log.error("engine died", engine=engine.backend.name)
+            log.error("engine died", engine=engine_name)
             exit_code = 1
         died.cancel()
     elif loading.done():

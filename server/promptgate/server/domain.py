@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -22,15 +23,18 @@ class Mode(enum.Enum):
 
 @dataclass(frozen=True)
 class Query:
-    """One query to classify. `mode`/`threshold` None mean the server's defaults."""
+    """One query as a caller sends it, unchecked: the screening path validates it.
+
+    `mode`/`threshold` None mean the server's defaults. `mode` may be a `Mode`, a mode's
+    name, or whatever the caller sent (a wire enum number the server does not know): the
+    path refuses anything that is not a mode with INVALID_ARGUMENT.
+    """
 
     text: str
-    mode: Mode | None = None
+    mode: Mode | str | None = None
     threshold: float | None = None
-    # Cut over-long text to the limits instead of rejecting it.
+    # Cut over-long text to the limits (first and last parts) instead of rejecting it.
     truncate: bool = False
-    # The text was already cut to the character limit before it got here.
-    truncated: bool = False
 
 
 @dataclass(frozen=True)
@@ -54,6 +58,10 @@ class Classification:
     # REASONED: rationale length, and when its first token came (time.perf_counter()).
     rationale_tokens: int = 0
     first_token_at: float | None = None
+
+    def with_truncated(self) -> Classification:
+        """The same answer, marked as given for text cut to the limits."""
+        return dataclasses.replace(self, truncated=True)
 
 
 def keep_both_ends(items: Sequence[T], limit: int) -> list[T]:

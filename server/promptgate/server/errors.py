@@ -35,9 +35,19 @@ class ScreeningError(Exception):
 
     kind: ErrorKind = ErrorKind.INTERNAL
 
-    def __init__(self, message: str, kind: ErrorKind | None = None, *, retry_after: float | None = None) -> None:
+    def __init__(
+        self,
+        message: str,
+        kind: ErrorKind | None = None,
+        *,
+        retry_after: float | None = None,
+        reason: str = "",
+    ) -> None:
         super().__init__(message)
         self.message = message
+        # Machine-readable cause (google.rpc.ErrorInfo's UPPER_SNAKE_CASE `reason`), e.g.
+        # TOO_LONG, so callers branch on it rather than on the message's wording.
+        self.reason = reason
         # Seconds after which a retry may succeed; sent as gRPC's retry pushback.
         self.retry_after = retry_after
         if kind is not None:
@@ -46,6 +56,10 @@ class ScreeningError(Exception):
     @property
     def status_code(self) -> grpc.StatusCode:
         return STATUS_CODES[self.kind]
+
+
+# google.rpc.ErrorInfo.domain of the reasons above.
+ERROR_DOMAIN = "promptgate.v1"
 
 
 class InvalidInput(ScreeningError):

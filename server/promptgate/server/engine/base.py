@@ -1,6 +1,7 @@
 """The engine interface: what the servicer calls, and what a model backend must provide.
 
-The servicer calls `Engine.classify(query)` once per query, as a coroutine, and never
+The screening path (`promptgate.server.screening`) drives an `Engine`: it encodes and
+checks the text, then calls `classify_tokens` once per query, as a coroutine, and never
 sees batching. `ScreeningEngine` owns the model contract (prompts, modes, label scoring)
 once for every backend; a `ModelBackend` owns batching and the two primitives that
 classification needs: next-token probabilities over an allowed set, and greedy generation
@@ -9,29 +10,26 @@ up to a stop token. Cancelling the awaiting coroutine must stop the backend's wo
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
 from promptgate.profiles import ModelProfile, PromptBuilder, Verdict
 
-from ..domain import Classification, LabelScore, Mode, Query, keep_both_ends
-from ..errors import InvalidInput
+from ..domain import Classification, LabelScore, Mode
 from ..scoring import LabelTrie
-
-# Below this size tokenizing inline costs less than a hop to a worker thread; above it
-# the event loop would stall for a noticeable time.
-_INLINE_TOKENIZE_CHARS = 2048
 
 
 @dataclass(frozen=True)
 class BackendStats:
-    """Work the backend holds right now (for tests, metrics and drain)."""
+    """Work the backend holds right now (for tests, metrics and drain), and prompt tokens so far."""
 
     queued: int
     running: int
+    # Prompt tokens sent, and how many of them the prefix cache served (vLLM; 0 where unknown).
+    prompt_tokens: int = 0
+    cached_tokens: int = 0
 
 
 @dataclass(frozen=True)
@@ -70,13 +68,54 @@ class ModelBackend(Protocol):
         ...
 
 
+@dataclass(frozen=True)
+class EngineDescription:
+    """What the engine says about itself (GetModelInfo's engine fields)."""
+
+    name: str
+    version: str
+    device: str
+    dtype: str
+
+
+@runtime_checkable
 class Engine(Protocol):
-    """What the servicer needs: classify one query, describe the model, report readiness."""
+    """The complete engine contract the screening path drives (vLLM's `EngineClient` is the model).
 
-    profile: ModelProfile
+    Text goes in as token ids from `encode`; checks, limits and truncation are the screening
+    path's (`promptgate.server.screening`), never the engine's.
+    """
+
     model_id: str
+    profile: ModelProfile
+    settings: ScreeningSettings
+    # Most text tokens one prompt may hold (the model's context less prompt and answer).
+    max_text_tokens: int
 
-    async def classify(self, query: Query) -> Classification: ...
+    async def start(self) -> None: ...
+
+    async def close(self) -> None: ...
+
+    @property
+    def dead(self) -> bool:
+        """The engine can no longer answer (its process died, or it was closed)."""
+        ...
+
+    def stats(self) -> BackendStats: ...
+
+    def describe(self) -> EngineDescription: ...
+
+    def observe_batches(self, observer: Callable[[int], None] | None) -> None:
+        """Call `observer(n)` with the size of every batch the engine runs (metrics)."""
+        ...
+
+    def encode(self, text: str) -> list[int]:
+        """The text's token ids, special-token strings tokenized as plain text."""
+        ...
+
+    async def classify_tokens(self, text_ids: list[int], mode: Mode, threshold: float) -> Classification:
+        """Classify text already encoded and within `max_text_tokens`; `mode` FAST, REASONED or AUTO."""
+        ...
 
 
 @dataclass(frozen=True)
@@ -131,36 +170,44 @@ class ScreeningEngine:
                 )
             self.max_text_tokens = settings.max_text_tokens
 
-    async def classify(self, query: Query) -> Classification:
-        mode = query.mode or self.settings.default_mode
-        threshold = self.settings.threshold if query.threshold is None else query.threshold
-        if mode is Mode.REASONED and not self.profile.rationale_trained:
-            raise InvalidInput(f"model profile {self.profile.name!r} was not trained with rationales: use FAST")
-        text_ids, cut = await self._encode(query.text, query.truncate)
-        truncated = cut or query.truncated
-        if mode is Mode.REASONED:
-            result = await self._reasoned(text_ids, threshold)
-        else:
-            result = await self._fast(text_ids, threshold)
-            if (
-                mode is Mode.AUTO
-                and self.profile.rationale_trained
-                and abs(result.malicious_probability - threshold) <= self.settings.auto_band
-            ):
-                result = await self._reasoned(text_ids, threshold)
-        return dataclasses.replace(result, truncated=truncated) if truncated else result
+    # -- the engine contract ---------------------------------------------------------------
 
-    async def _encode(self, text: str, truncate: bool) -> tuple[list[int], bool]:
-        if len(text) > _INLINE_TOKENIZE_CHARS:
-            ids = await asyncio.to_thread(self.builder.encode_text, text)
-        else:
-            ids = self.builder.encode_text(text)
-        limit = self.max_text_tokens
-        if len(ids) <= limit:
-            return ids, False
-        if not truncate:
-            raise InvalidInput(f"text is {len(ids)} tokens long; the limit is {limit} tokens (max_text_tokens)")
-        return keep_both_ends(ids, limit), True
+    async def start(self) -> None:
+        await self.backend.start()
+
+    async def close(self) -> None:
+        await self.backend.close()
+
+    @property
+    def dead(self) -> bool:
+        return self.backend.dead
+
+    def stats(self) -> BackendStats:
+        return self.backend.stats()
+
+    def describe(self) -> EngineDescription:
+        b = self.backend
+        return EngineDescription(name=b.name, version=b.version, device=b.device, dtype=b.dtype)
+
+    def observe_batches(self, observer: Callable[[int], None] | None) -> None:
+        # Backends that batch themselves expose `on_batch`; one that does not reports nothing.
+        if hasattr(self.backend, "on_batch"):
+            self.backend.on_batch = observer
+
+    def encode(self, text: str) -> list[int]:
+        return self.builder.encode_text(text)
+
+    async def classify_tokens(self, text_ids: list[int], mode: Mode, threshold: float) -> Classification:
+        if mode is Mode.REASONED:
+            return await self._reasoned(text_ids, threshold)
+        result = await self._fast(text_ids, threshold)
+        if (
+            mode is Mode.AUTO
+            and self.profile.rationale_trained
+            and abs(result.malicious_probability - threshold) <= self.settings.auto_band
+        ):
+            result = await self._reasoned(text_ids, threshold)
+        return result
 
     async def _fast(self, text_ids: list[int], threshold: float) -> Classification:
         prompt = self.builder.fast_prompt(text_ids)
@@ -205,4 +252,3 @@ class ScreeningEngine:
             threshold=threshold,
             label_scores=tuple(scores),
         )
-

@@ -130,10 +130,12 @@ class VllmBackend:
         return self._engine is not None and bool(self._engine.errored)
 
     def stats(self) -> BackendStats:
+        counted = {"prompt_tokens": self.prompt_tokens, "cached_tokens": self.cached_tokens}
         if self._engine is None:
-            return BackendStats(queued=0, running=0)
+            return BackendStats(queued=0, running=0, **counted)
         # vLLM queues and schedules internally; the frontend knows how many are unfinished.
-        return BackendStats(queued=0, running=self._engine.output_processor.get_num_unfinished_requests())
+        running = self._engine.output_processor.get_num_unfinished_requests()
+        return BackendStats(queued=0, running=running, **counted)
 
     # -- primitives --------------------------------------------------------------------
 

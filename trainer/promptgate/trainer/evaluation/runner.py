@@ -1,9 +1,10 @@
 """Run labelled queries through the server's own engine and measure how it does.
 
-No train/serve skew on this side: the evaluator builds a `ServerConfig`, loads the engine
-with the server's `load_engine` and calls `engine.classify(Query(...))`, the very call the
-gRPC servicer makes, many queries at a time (the engine batches them). Nothing here builds a
-prompt or reads a probability itself.
+No train/serve skew on this side: the evaluator builds a `ServerConfig`, loads the server's
+screening path (`Screening.load`) and screens each record through it, the very path the
+gRPC servicer calls, many queries at a time (the engine batches them). Nothing here checks
+a query, builds a prompt or reads a probability itself: a record the server would refuse is
+refused here with the server's message.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from .records import read_records, stratified_head
 
 if TYPE_CHECKING:
     from promptgate.server import ServerConfig
-    from promptgate.server.engine import ScreeningEngine
+    from promptgate.server.screening import Screening
     from promptgate.trainer.data import Example
 
 __all__ = [
@@ -264,7 +265,7 @@ async def run_evaluation_async(
     progress: Callable[[str], None] | None = None,
 ) -> EvalReport:
     """`run_evaluation` on the caller's event loop."""
-    from promptgate.server.engine import load_engine
+    from promptgate.server.screening import Screening
 
     modes = [m.strip().lower() for m in modes]
     _check_arguments(modes, threshold, limit, concurrency)
@@ -288,18 +289,19 @@ async def run_evaluation_async(
     say = progress or (lambda _message: None)
     say(f"loading {config.model} ({config.engine} engine)")
     started = time.monotonic()
-    screening = await load_engine(config)
+    screening = await Screening.load(config)
     try:
-        say(f"loaded in {time.monotonic() - started:.1f} s: {screening.backend.name} on {screening.backend.device}")
+        engine = screening.describe().engine
+        say(f"loaded in {time.monotonic() - started:.1f} s: {engine.name} on {engine.device}")
         return await _evaluate(
             screening, config, datasets, modes, limit, concurrency, collapse_min_recall, say, out_dir
         )
     finally:
-        await screening.backend.close()
+        await screening.close()
 
 
 async def _evaluate(
-    screening: ScreeningEngine,
+    screening: Screening,
     config: ServerConfig,
     datasets: dict[str, list[Example]],
     modes: list[str],
@@ -338,9 +340,7 @@ async def _evaluate(
     for mode in run_modes:
         for file, records in datasets.items():
             say(f"{Path(file).name} {mode}: {len(records)} queries")
-            preds, fails, wall = await _classify_all(
-                screening, config, file, records, mode, config.threshold, concurrency
-            )
+            preds, fails, wall = await _classify_all(screening, file, records, mode, config.threshold, concurrency)
             walls[(file, mode)] = wall
             predictions += preds
             failures += fails
@@ -377,7 +377,7 @@ async def _evaluate(
             _print_err(_loud(warning))
         else:
             _print_err(f"promptgate eval: warning: {warning}")
-    backend = screening.backend
+    backend = screening.describe().engine
     meta = {
         "model": config.model,
         "profile": profile.name,
@@ -410,43 +410,33 @@ async def _evaluate(
 
 
 async def _classify_all(
-    screening: ScreeningEngine,
-    config: ServerConfig,
+    screening: Screening,
     file: str,
     records: list[Example],
     mode: str,
     threshold: float,
     concurrency: int,
 ) -> tuple[list[Prediction], list[QueryFailure], float]:
-    from promptgate._streams import map_unordered
-    from promptgate.server.domain import Mode, Query
+    from promptgate.concurrency import map_unordered
+    from promptgate.server.domain import Query
     from promptgate.server.errors import ScreeningError
-
-    engine_mode = Mode(mode)
 
     async def one(item: tuple[int, Example]) -> tuple[int, Prediction | QueryFailure]:
         index, rec = item
-        # The servicer's own checks, made before the engine sees a query.
-        if not rec.text.strip():
-            return index, QueryFailure(file, rec.id, mode, "text is empty")
-        if len(rec.text) > config.max_text_chars:
-            reason = f"text is {len(rec.text)} characters; the limit is {config.max_text_chars} (max_text_chars)"
-            return index, QueryFailure(file, rec.id, mode, reason)
         start = time.perf_counter()
-        try:
-            r = await screening.classify(Query(rec.text, mode=engine_mode, threshold=threshold))
-        except ScreeningError as exc:
-            return index, QueryFailure(file, rec.id, mode, exc.message)
+        outcome = await screening.outcome(Query(rec.text, mode=mode, threshold=threshold), caller="eval", id=rec.id)
         latency_ms = (time.perf_counter() - start) * 1000.0
+        if isinstance(outcome, ScreeningError):
+            return index, QueryFailure(file, rec.id, mode, outcome.message)
         return index, Prediction(
             file=file,
             record=rec,
             mode=mode,
-            scored_mode=r.mode.value,
-            verdict=r.verdict.value,
-            malicious_probability=float(r.malicious_probability),
-            category_predicted=r.category or None,
-            rationale=r.rationale,
+            scored_mode=outcome.mode.value,
+            verdict=outcome.verdict.value,
+            malicious_probability=float(outcome.malicious_probability),
+            category_predicted=outcome.category or None,
+            rationale=outcome.rationale,
             latency_ms=latency_ms,
         )
 
