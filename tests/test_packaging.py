@@ -92,3 +92,29 @@ def test_the_command_line_loads_without_the_heavy_extras() -> None:
     assert done.returncode == 0, done.stderr
     for command in ("serve", "classify", "health", "screen", "data", "train", "eval"):
         assert command in done.stdout
+
+
+def test_the_client_commands_stand_alone() -> None:
+    """With the server and trainer parts unimportable, `promptgate` still offers the client's
+    commands and only those: the command line is assembled from what each part registers."""
+    code = (
+        "import sys\n"
+        "for name in ('promptgate.server', 'promptgate.trainer', 'torch'): sys.modules[name] = None\n"
+        "from promptgate.cli import main\n"
+        "sys.exit(main(['--help']))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    listed = re.search(r"\{([a-z,-]+)\}", done.stdout)
+    assert listed is not None and listed.group(1).split(",") == ["classify", "info", "health", "screen"]
+    assert "--local" not in subprocess.run(
+        [sys.executable, "-c", code.replace("['--help']", "['screen', '--help']")], capture_output=True, text=True
+    ).stdout
+
+
+def test_registered_parts_are_the_entry_points() -> None:
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    assert project["entry-points"]["promptgate.commands"] == {
+        "server": "promptgate.server.commands:register",
+        "trainer": "promptgate.trainer.commands:register",
+    }

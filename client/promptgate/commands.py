@@ -47,6 +47,14 @@ class CommandLine:
 
 
 def register_installed(cli: CommandLine) -> None:
-    """Let every installed part add its commands, in the order of their names."""
+    """Let every installed part add its commands, in the order of their names.
+
+    A part whose module cannot be imported (its dependencies are not installed) adds
+    nothing: the commands of the parts that are installed still work.
+    """
     for ep in sorted(entry_points(group=ENTRY_POINT_GROUP), key=lambda ep: ep.name):
-        ep.load()(cli)
+        try:
+            register = ep.load()
+        except ImportError:
+            continue
+        register(cli)

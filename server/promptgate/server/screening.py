@@ -27,7 +27,7 @@ from .errors import InvalidInput, ScreeningError, as_screening_error
 if TYPE_CHECKING:
     from .config import ServerConfig
 
-__all__ = ["ModelDescription", "QueryObserver", "Screening", "ScreeningLimits"]
+__all__ = ["FinishedQuery", "ModelDescription", "QueryObserver", "Screening", "ScreeningLimits"]
 
 K = TypeVar("K")
 # Below this size tokenizing inline costs less than a hop to a worker thread; above it
@@ -59,24 +59,27 @@ class ModelDescription:
     max_text_tokens: int
 
 
-class QueryObserver(Protocol):
-    """Told how every query ended (the server's metrics and logs).
+@dataclass(frozen=True)
+class FinishedQuery:
+    """How one query ended, for a `QueryObserver`.
 
     `caller` and `id` are the caller's labels (the RPC and request id), passed through.
     `outcome` is None when the query was cancelled; `cause` is the exception behind an
     error that was not one of ours (a bug, a broken engine).
     """
 
-    def finished(
-        self,
-        query: Query,
-        outcome: Classification | ScreeningError | None,
-        *,
-        caller: str,
-        id: str,
-        started: float,
-        cause: BaseException | None,
-    ) -> None: ...
+    query: Query
+    outcome: Classification | ScreeningError | None
+    caller: str
+    id: str
+    started: float  # time.perf_counter() when the path took the query
+    cause: BaseException | None = None
+
+
+class QueryObserver(Protocol):
+    """Told how every query ended (the server's metrics and logs)."""
+
+    def finished(self, query: FinishedQuery) -> None: ...
 
 
 class Screening:
@@ -196,15 +199,15 @@ class Screening:
             ids, mode, threshold, cut = await self._prepare(query)
             result = await self.engine.classify_tokens(ids, mode, threshold)
         except asyncio.CancelledError:
-            self._finished(query, None, caller, id, started, None)
+            self._tell(FinishedQuery(query, None, caller, id, started))
             raise
         except Exception as exc:
             error = as_screening_error(exc)
-            self._finished(query, error, caller, id, started, None if error is exc else exc)
+            self._tell(FinishedQuery(query, error, caller, id, started, None if error is exc else exc))
             raise error from exc
         if cut:
             result = result.with_truncated()
-        self._finished(query, result, caller, id, started, None)
+        self._tell(FinishedQuery(query, result, caller, id, started))
         return result
 
     async def outcome(self, query: Query, *, caller: str = "local", id: str = "") -> Classification | ScreeningError:
@@ -214,17 +217,9 @@ class Screening:
         except ScreeningError as error:
             return error
 
-    def _finished(
-        self,
-        query: Query,
-        outcome: Classification | ScreeningError | None,
-        caller: str,
-        id: str,
-        started: float,
-        cause: BaseException | None,
-    ) -> None:
+    def _tell(self, finished: FinishedQuery) -> None:
         if self.observer is not None:
-            self.observer.finished(query, outcome, caller=caller, id=id, started=started, cause=cause)
+            self.observer.finished(finished)
 
     # -- many queries ----------------------------------------------------------------------------
 

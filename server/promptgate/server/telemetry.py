@@ -9,10 +9,11 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from .domain import Classification, Mode, Query
+from .domain import Classification, Mode
 from .errors import ScreeningError
 from .logs import get_logger
 from .metrics import ServerMetrics
+from .screening import FinishedQuery
 
 log = get_logger("promptgate.server")
 
@@ -22,19 +23,11 @@ class QueryTelemetry:
         self.metrics = metrics
         self.log_query_text = log_query_text
 
-    def finished(
-        self,
-        query: Query,
-        outcome: Classification | ScreeningError | None,
-        *,
-        caller: str,
-        id: str,
-        started: float,
-        cause: BaseException | None,
-    ) -> None:
+    def finished(self, query: FinishedQuery) -> None:
+        outcome, started, cause = query.outcome, query.started, query.cause
         # Key order is the log line's: rpc and id first, the text (when logged) last.
-        line: dict[str, Any] = {"rpc": caller, "id": id}
-        text = {"text": query.text} if self.log_query_text else {}
+        line: dict[str, Any] = {"rpc": query.caller, "id": query.id}
+        text = {"text": query.query.text} if self.log_query_text else {}
         latency_ms = round((time.perf_counter() - started) * 1000, 2)
         if outcome is None:
             log.info("query", **line, status="CANCELLED", latency_ms=latency_ms, **text)
