@@ -36,7 +36,7 @@ def test_a_foreign_line_is_an_error_not_a_silent_skip(tmp_path: Path) -> None:
 def test_records_are_numbered_across_inputs(tmp_path: Path) -> None:
     (tmp_path / "a.txt").write_text("one\n\ntwo\n")
     (tmp_path / "b.jsonl").write_text('{"text": "three", "id": 9}\n')
-    items = list(read_records([str(tmp_path / "a.txt"), str(tmp_path / "b.jsonl")], max_chars=100))
+    items = list(read_records([str(tmp_path / "a.txt"), str(tmp_path / "b.jsonl")]))
     assert [(i.record, i.id, type(i).__name__) for i in items] == [
         (0, "1", "Record"),
         (1, "2", "Rejected"),

@@ -31,7 +31,7 @@ class Record:
 class Rejected:
     record: int
     id: str
-    kind: str  # invalid_utf8, broken_json, missing_text, empty_text (a blank JSONL line)
+    kind: str  # invalid_utf8, broken_json, missing_text, empty_text (a blank line)
     reason: str
     source: str
 
@@ -118,7 +118,12 @@ def _items(fh: BinaryIO, kind: str, text_field: str, id_field: str) -> Iterator[
     if kind == "text":
         for raw in fh:
             line = _decode(raw.rstrip(b"\r\n"))
-            yield (None, None, ("invalid_utf8", "invalid UTF-8")) if _invalid(line) else (None, line, None)
+            if _invalid(line):
+                yield None, None, ("invalid_utf8", "invalid UTF-8")
+            elif not line.strip():  # a blank line holds no record, as in JSONL
+                yield None, None, ("empty_text", "empty line")
+            else:
+                yield None, line, None
     elif kind == "jsonl":
         for raw in fh:
             yield _json_item(raw, text_field, id_field)
