@@ -1,8 +1,11 @@
-"""Per-call cost of canonicalization: `python -m bench.canonicalize [--limit N] [--show SIGNAL]`.
+"""Per-call cost of canonicalization: `python -m bench.canonicalize [--limit N] [--show SIGNAL] [--model DIR]`.
 
 Runs `canonicalize` over the texts of shared/data/test.jsonl as they are, and over the same
 texts rewritten with the evasions the step undoes (so the slow paths are timed too), and
-prints microseconds per query and how often each signal fired.
+prints microseconds per query and how often each signal fired. With `--model`, it also runs
+FAST over the same texts through the screening path (the in-process `Screening`, as
+`screen --local` does) with every step on and with none, and prints both rates: the cost of
+canonicalization next to a forward pass.
 """
 
 from __future__ import annotations
@@ -41,6 +44,9 @@ def main() -> None:
     parser.add_argument("--limit", type=int, default=0, help="texts to use (0: all)")
     parser.add_argument("--max-chars", type=int, default=2000, help="cut each text to this length first")
     parser.add_argument("--show", default="", help="print the texts of the 'as is' run that raised this signal")
+    parser.add_argument("--model", help="also time FAST through the screening path on this model, steps on and off")
+    parser.add_argument("--engine", default="transformers", help="--model: the engine")
+    parser.add_argument("--rounds", type=int, default=2, help="--model: alternating on/off rounds")
     args = parser.parse_args()
     with open(DATA / "test.jsonl", encoding="utf-8") as fh:
         texts = [json.loads(line)["text"][: args.max_chars] for line in fh]
@@ -66,6 +72,39 @@ def main() -> None:
             f"{name:11} mean {statistics.mean(costs):8.1f} µs  p50 {costs[len(costs) // 2]:8.1f}"
             f"  p99 {costs[int(len(costs) * 0.99)]:9.1f}  changed {changed}/{len(texts)}  {dict(signals.most_common())}"
         )
+    if args.model:
+        import asyncio
+
+        asyncio.run(_fast_rates(args.model, args.engine, texts, args.rounds))
+
+
+async def _fast_rates(model: str, engine: str, texts: list[str], rounds: int) -> None:
+    """FAST q/s through one loaded engine, canonicalization on and off in alternate rounds."""
+    import dataclasses
+
+    from promptgate.server import Query, Screening, ServerConfig
+    from promptgate.server.canonicalize import CanonicalizeOptions
+
+    config = ServerConfig(model=model, engine=engine, max_text_chars=2000, log_level="warning")
+    screening = await Screening.load(config)
+    settings = {"on": config.canonicalize_options(), "off": CanonicalizeOptions.disabled()}
+    rates: dict[str, list[float]] = {"on": [], "off": []}
+    try:
+        async for _ in screening.screen(((i, Query(t, "fast")) for i, t in enumerate(texts[:64])), window=256):
+            pass  # warm up
+        for _ in range(rounds):
+            for name, options in settings.items():
+                screening.canonicalization = dataclasses.replace(options)
+                start = time.perf_counter()
+                async for _ in screening.screen(((i, Query(t, "fast")) for i, t in enumerate(texts)), window=256):
+                    pass
+                rates[name].append(len(texts) / (time.perf_counter() - start))
+    finally:
+        await screening.close()
+    on, off = statistics.mean(rates["on"]), statistics.mean(rates["off"])
+    print(f"FAST through the screening path ({engine}, {model}): canonicalization on {on:.1f} q/s, off {off:.1f} q/s "
+          f"(runs on {[round(r, 1) for r in rates['on']]}, off {[round(r, 1) for r in rates['off']]}); "
+          f"cost {100 * (1 - on / off):.1f}%")  # fmt: skip
 
 
 if __name__ == "__main__":

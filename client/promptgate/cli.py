@@ -15,7 +15,7 @@ import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from promptgate.client import Classification, Client, ItemError, PromptgateError
+from promptgate.client import Classification, Client, Document, ItemError, PromptgateError, ScreenRequest
 from promptgate.commands import CommandLine, register_installed
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
@@ -68,6 +68,13 @@ def build_parser(environ: Mapping[str, str]) -> tuple[argparse.ArgumentParser, C
     classify.add_argument(
         "--truncate", action="store_true", help="cut over-long queries to the server's limits instead of failing"
     )
+    classify.add_argument(
+        "--document",
+        action="append",
+        default=[],
+        metavar="FILE",
+        help="screen FILE as a document the agent reads, with every query (repeatable; no TEXT: documents alone)",
+    )
     _add_connection_args(classify)
     classify.set_defaults(handler=_classify)
 
@@ -103,6 +110,11 @@ def build_parser(environ: Mapping[str, str]) -> tuple[argparse.ArgumentParser, C
     screen.add_argument(
         "--id-field", default="id", help="JSONL key / CSV column of the id (default: id, else line number)"
     )
+    screen.add_argument(
+        "--documents-field",
+        metavar="KEY",
+        help="JSONL key holding each record's documents (a list of strings or {id, content} objects)",
+    )
     screen.add_argument("--mode", choices=["fast", "reasoned", "auto"], default=None, help="default: the server's")
     screen.add_argument("--threshold", type=float, default=None)
     screen.add_argument("--rationale", action="store_true", help="write the rationale field (REASONED/AUTO)")
@@ -133,12 +145,23 @@ def _print_result(result: Classification | ItemError, as_json: bool, text: str) 
     else:
         extra = f"\t{result.category}" if result.category else ""
         print(f"{result.verdict.value.upper()}\t{result.malicious_probability:.4f}{extra}\t{text[:80]}")
+        if result.span is not None:
+            print(f"\tspan {result.span.start}:{result.span.end}\t{text[result.span.start : result.span.end][:80]}")
         if result.rationale:
             print(f"\t{result.rationale}")
+        for doc in result.documents:
+            if doc.error is not None:
+                print(f"\tdocument {doc.id}\tERROR\t{doc.error.code}: {doc.error.message}")
+            else:
+                where = f"\tspan {doc.span.start}:{doc.span.end}" if doc.span else ""
+                verdict = doc.verdict.value.upper() if doc.verdict else ""
+                print(f"\tdocument {doc.id}\t{verdict}\t{doc.malicious_probability:.4f}{where}")
 
 
 def _classify(args: argparse.Namespace) -> int:
-    texts = _read_texts(args.texts)
+    documents = tuple(Document(Path(f).read_text(encoding="utf-8"), id=f) for f in args.document)
+    # With documents and no text, one query of the documents alone (stdin is not read).
+    texts = [""] if documents and not args.texts else _read_texts(args.texts)
     if not texts:
         print("promptgate classify: no text given", file=sys.stderr)
         return EXIT_USAGE
@@ -148,7 +171,8 @@ def _classify(args: argparse.Namespace) -> int:
         limit = client.model_info().limits["max_batch_items"] or 1
         for start in range(0, len(texts), limit):
             chunk = texts[start : start + limit]
-            results = client.classify_batch(chunk, mode=args.mode, threshold=args.threshold, truncate=args.truncate)
+            requests = [ScreenRequest(t, documents=documents) for t in chunk]
+            results = client.classify_batch(requests, mode=args.mode, threshold=args.threshold, truncate=args.truncate)
             for text, result in zip(chunk, results, strict=True):
                 failed |= isinstance(result, ItemError)
                 _print_result(result, args.json, text)
@@ -208,6 +232,7 @@ def _screen(args: argparse.Namespace, cli: CommandLine) -> int:
         fmt=args.format,
         text_field=args.text_field,
         id_field=args.id_field,
+        documents_field=args.documents_field,
         mode=args.mode,
         threshold=args.threshold,
         rationale=args.rationale,

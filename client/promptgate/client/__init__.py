@@ -24,12 +24,15 @@ from ._policy import FailurePolicy
 from ._sync import Client
 from ._types import (
     Classification,
+    Document,
+    DocumentResult,
     ItemError,
     LabelInfo,
     LabelScore,
     Mode,
     ModelInfo,
     ScreenRequest,
+    Span,
     Verdict,
     parse_response,
 )
@@ -41,6 +44,8 @@ __all__ = [
     "Client",
     "ClientOptions",
     "DeadlineExceededError",
+    "Document",
+    "DocumentResult",
     "FailurePolicy",
     "InternalError",
     "InvalidArgumentError",
@@ -53,6 +58,7 @@ __all__ = [
     "ResourceExhaustedError",
     "ScreenRequest",
     "ServiceError",
+    "Span",
     "UnauthenticatedError",
     "UnavailableError",
     "Verdict",

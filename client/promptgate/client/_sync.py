@@ -16,6 +16,7 @@ from ._errors import ServiceError, translated_errors
 from ._policy import item_result
 from ._types import (
     Classification,
+    Document,
     ItemError,
     Mode,
     ModelInfo,
@@ -70,10 +71,17 @@ class Client(ClientSettings):
         threshold: float | None = None,
         truncate: bool = False,
         canonicalize: bool | None = None,
+        documents: Iterable[Document | str] = (),
         timeout: float | None = None,
     ) -> Classification:
         request = to_request_pb(
-            text, mode=mode, threshold=threshold, id=id, truncate=truncate, canonicalize=canonicalize
+            text,
+            mode=mode,
+            threshold=threshold,
+            id=id,
+            truncate=truncate,
+            canonicalize=canonicalize,
+            documents=documents,
         )
         response, error = None, None
         try:

@@ -34,6 +34,22 @@ _VERDICT_FROM_PB = {pb.VERDICT_BENIGN: Verdict.BENIGN, pb.VERDICT_MALICIOUS: Ver
 
 
 @dataclass(frozen=True)
+class Document:
+    """A text the agent reads on the user's behalf (tool output, retrieved passage, page, file)."""
+
+    content: str
+    id: str = ""
+
+
+@dataclass(frozen=True)
+class Span:
+    """[start, end) offsets, in Unicode code points (Python str indices), into the text as sent."""
+
+    start: int
+    end: int
+
+
+@dataclass(frozen=True)
 class ScreenRequest:
     """One query with per-query options; plain strings are accepted wherever this is."""
 
@@ -45,6 +61,9 @@ class ScreenRequest:
     truncate: bool = False
     # False: the model reads the text as sent (already normalized); None: the server's default (on).
     canonicalize: bool | None = None
+    # Screened each on its own; the verdict covers the text and every document. Plain strings are
+    # documents without an id.
+    documents: tuple[Document | str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -71,6 +90,10 @@ class Classification:
     truncated: bool = False
     # What the server's canonicalization found (e.g. "invisible_characters", "decoded:base64").
     signals: tuple[str, ...] = ()
+    # Where in the text the deciding window is; None when a document decided (see `documents`).
+    span: Span | None = None
+    # One result per request document, in request order.
+    documents: tuple[DocumentResult, ...] = ()
     # Set when the query could not be screened and the failure policy answered instead.
     error: ItemError | None = None
 
@@ -96,6 +119,8 @@ class Classification:
             "model": self.model,
             **({"truncated": True} if self.truncated else {}),
             **({"signals": list(self.signals)} if self.signals else {}),
+            **({"span": [self.span.start, self.span.end]} if self.span else {}),
+            **({"documents": [d.to_dict() for d in self.documents]} if self.documents else {}),
             **({"error": {"code": self.error.code, "message": self.error.message}} if self.error else {}),
         }
 
@@ -113,6 +138,39 @@ class ItemError:
     def to_dict(self) -> dict[str, Any]:
         error = {"code": self.code, "message": self.message, **({"reason": self.reason} if self.reason else {})}
         return {"id": self.id, "error": error}
+
+
+@dataclass(frozen=True)
+class DocumentResult:
+    """One document's answer; `error` is set (and the rest unset) when it could not be screened."""
+
+    id: str
+    verdict: Verdict | None
+    malicious_probability: float
+    label: str = ""
+    category: str = ""
+    span: Span | None = None
+    signals: tuple[str, ...] = ()
+    truncated: bool = False
+    error: ItemError | None = None
+
+    @property
+    def is_malicious(self) -> bool:
+        return self.verdict is Verdict.MALICIOUS
+
+    def to_dict(self) -> dict[str, Any]:
+        if self.error is not None:
+            return {"id": self.id, "error": self.error.to_dict()["error"]}
+        return {
+            "id": self.id,
+            "verdict": self.verdict.value if self.verdict else None,
+            "malicious_probability": self.malicious_probability,
+            "label": self.label,
+            "category": self.category,
+            **({"span": [self.span.start, self.span.end]} if self.span else {}),
+            **({"signals": list(self.signals)} if self.signals else {}),
+            **({"truncated": True} if self.truncated else {}),
+        }
 
 
 @dataclass(frozen=True)
@@ -158,6 +216,7 @@ def to_request_pb(
     id: str = "",
     truncate: bool = False,
     canonicalize: bool | None = None,
+    documents: Iterable[Document | str] = (),
 ) -> pb.ClassifyRequest:
     if isinstance(item, str):
         item = ScreenRequest(text=item, id=id)
@@ -173,6 +232,9 @@ def to_request_pb(
     canon = item.canonicalize if item.canonicalize is not None else canonicalize
     if canon is not None:
         req.canonicalize = canon
+    for doc in (*item.documents, *documents):
+        doc = Document(doc) if isinstance(doc, str) else doc
+        req.documents.add(id=doc.id, content=doc.content)
     return req
 
 
@@ -197,6 +259,26 @@ def parse_response(resp: pb.ClassifyResponse) -> Classification | ItemError:
         label_scores=tuple(LabelScore(s.label, s.probability) for s in resp.label_scores),
         truncated=resp.truncated,
         signals=tuple(resp.signals),
+        span=Span(resp.span.start, resp.span.end) if resp.HasField("span") else None,
+        documents=tuple(_document_result(d) for d in resp.documents),
+    )
+
+
+def _document_result(doc: pb.DocumentResult) -> DocumentResult:
+    if doc.HasField("error"):
+        from ._errors import code_name, error_reason
+
+        error = ItemError(doc.id, code_name(doc.error.code), doc.error.message, reason=error_reason(doc.error))
+        return DocumentResult(id=doc.id, verdict=None, malicious_probability=0.0, error=error)
+    return DocumentResult(
+        id=doc.id,
+        verdict=_VERDICT_FROM_PB[doc.verdict],
+        malicious_probability=doc.malicious_probability,
+        label=doc.label,
+        category=doc.category,
+        span=Span(doc.span.start, doc.span.end) if doc.HasField("span") else None,
+        signals=tuple(doc.signals),
+        truncated=doc.truncated,
     )
 
 
@@ -221,6 +303,11 @@ def from_model_info_pb(info: pb.GetModelInfoResponse) -> ModelInfo:
             "max_message_bytes": info.limits.max_message_bytes,
             "max_text_tokens": info.limits.max_text_tokens,
             "max_queue": info.limits.max_queue,
+            "max_documents": info.limits.max_documents,
+            "max_document_chars": info.limits.max_document_chars,
+            "window_tokens": info.limits.window_tokens,
+            "window_overlap_tokens": info.limits.window_overlap_tokens,
+            "max_windows": info.limits.max_windows,
         },
         server_version=info.server_version,
         system_prompt=info.system_prompt,

@@ -25,13 +25,15 @@ class Record:
     record: int
     id: str
     text: str
+    # (id, content) of the documents the record's documents field held (JSONL).
+    documents: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True)
 class Rejected:
     record: int
     id: str
-    kind: str  # invalid_utf8, broken_json, missing_text, empty_text (a blank line)
+    kind: str  # invalid_utf8, broken_json, missing_text, bad_documents, empty_text (a blank line)
     reason: str
     source: str
 
@@ -75,30 +77,38 @@ def count_records(paths: Sequence[str], fmt: str) -> int | None:
 
 
 def read_records(
-    paths: Sequence[str], *, fmt: str = "auto", text_field: str = "text", id_field: str = "id"
+    paths: Sequence[str],
+    *,
+    fmt: str = "auto",
+    text_field: str = "text",
+    id_field: str = "id",
+    documents_field: str | None = None,
 ) -> Iterator[Record | Rejected]:
     record = 0
     for path in paths:
         kind = detect_format(path) if fmt == "auto" else fmt
         source = "stdin" if path == "-" else path
         with _open(path) as fh:
-            for line_no, item in enumerate(_items(fh, kind, text_field, id_field), start=1):
+            for line_no, item in enumerate(_items(fh, kind, text_field, id_field, documents_field), start=1):
                 yield _check(record, line_no, item, source)
                 record += 1
 
 
 Problem = tuple[str, str] | None  # (kind, reason)
+Documents = tuple[tuple[str, str], ...]
 
 
-def _check(record: int, line_no: int, item: tuple[str | None, str | None, Problem], source: str) -> Record | Rejected:
+def _check(
+    record: int, line_no: int, item: tuple[str | None, str | None, Problem, Documents], source: str
+) -> Record | Rejected:
     # Only what stops a record from being read is judged here; whether its text can be
     # screened (empty, too long) is the screening path's call, made once for every caller.
-    rid, text, problem = item
+    rid, text, problem, documents = item
     rid = rid if rid not in (None, "") else str(line_no)
     if problem:
         return Rejected(record, rid, *problem, source)
     assert text is not None
-    return Record(record, rid, text)
+    return Record(record, rid, text, documents)
 
 
 # Invalid UTF-8 bytes decode (with "surrogateescape") to lone surrogates in this range.
@@ -113,44 +123,72 @@ def _invalid(text: str) -> bool:
     return _UNDECODABLE.search(text) is not None
 
 
-def _items(fh: BinaryIO, kind: str, text_field: str, id_field: str) -> Iterator[tuple[str | None, str | None, Problem]]:
-    """(id or None, text or None, problem or None) per record."""
+def _items(
+    fh: BinaryIO, kind: str, text_field: str, id_field: str, documents_field: str | None = None
+) -> Iterator[tuple[str | None, str | None, Problem, Documents]]:
+    """(id or None, text or None, problem or None, documents) per record."""
     if kind == "text":
         for raw in fh:
             line = _decode(raw.rstrip(b"\r\n"))
             if _invalid(line):
-                yield None, None, ("invalid_utf8", "invalid UTF-8")
+                yield None, None, ("invalid_utf8", "invalid UTF-8"), ()
             elif not line.strip():  # a blank line holds no record, as in JSONL
-                yield None, None, ("empty_text", "empty line")
+                yield None, None, ("empty_text", "empty line"), ()
             else:
-                yield None, line, None
+                yield None, line, None, ()
     elif kind == "jsonl":
         for raw in fh:
-            yield _json_item(raw, text_field, id_field)
+            yield _json_item(raw, text_field, id_field, documents_field)
     else:
-        yield from _csv_items(fh, "," if kind == "csv" else "\t", text_field, id_field)
+        for rid, text, problem in _csv_items(fh, "," if kind == "csv" else "\t", text_field, id_field):
+            yield rid, text, problem, ()
 
 
-def _json_item(raw: bytes, text_field: str, id_field: str) -> tuple[str | None, str | None, Problem]:
+def _json_item(
+    raw: bytes, text_field: str, id_field: str, documents_field: str | None = None
+) -> tuple[str | None, str | None, Problem, Documents]:
     line = _decode(raw)
     if _invalid(line):
-        return None, None, ("invalid_utf8", "invalid UTF-8")
+        return None, None, ("invalid_utf8", "invalid UTF-8"), ()
     if not line.strip():
-        return None, None, ("empty_text", "empty line")
+        return None, None, ("empty_text", "empty line"), ()
     try:
         obj = json.loads(line)
     except json.JSONDecodeError as exc:
-        return None, None, ("broken_json", f"broken JSON: {exc.msg} at column {exc.colno}")
+        return None, None, ("broken_json", f"broken JSON: {exc.msg} at column {exc.colno}"), ()
     if not isinstance(obj, dict):
-        return None, None, ("broken_json", "JSON line is not an object")
+        return None, None, ("broken_json", "JSON line is not an object"), ()
     rid = obj.get(id_field)
     rid = None if rid is None else str(rid)
+    documents: Documents = ()
+    if documents_field is not None and obj.get(documents_field) is not None:
+        documents_or_problem = _documents(obj[documents_field], documents_field)
+        if isinstance(documents_or_problem, str):
+            return rid, None, ("bad_documents", documents_or_problem), ()
+        documents = documents_or_problem
     text = obj.get(text_field)
+    if text is None and documents:  # documents alone: the text may be empty
+        text = ""
     if text is None:
-        return rid, None, ("missing_text", f"no {text_field!r} field")
+        return rid, None, ("missing_text", f"no {text_field!r} field"), ()
     if not isinstance(text, str):
-        return rid, None, ("missing_text", f"field {text_field!r} is not a string")
-    return rid, text, None
+        return rid, None, ("missing_text", f"field {text_field!r} is not a string"), ()
+    return rid, text, None, documents
+
+
+def _documents(value: object, field: str) -> Documents | str:
+    """A documents field's (id, content) pairs: a list of strings or {"id", "content"} objects; else why not."""
+    if not isinstance(value, list):
+        return f"field {field!r} is not a list of documents"
+    out = []
+    for i, doc in enumerate(value):
+        if isinstance(doc, str):
+            out.append(("", doc))
+        elif isinstance(doc, dict) and isinstance(doc.get("content"), str):
+            out.append((str(doc.get("id", "")), doc["content"]))
+        else:
+            return f"document {i} of field {field!r} is neither a string nor an object with a string 'content'"
+    return tuple(out)
 
 
 def _csv_items(fh: BinaryIO, delimiter: str, text_field: str, id_field: str):

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol, TextIO
 
-from promptgate.client import AsyncClient, Classification, ClientOptions, ItemError, ScreenRequest, Verdict
+from promptgate.client import AsyncClient, Classification, ClientOptions, Document, ItemError, ScreenRequest, Verdict
 
 from ._output import ResumableOutput
 from ._readers import Record, Rejected, count_records, read_records
@@ -40,6 +40,8 @@ class ScreenOptions:
     fmt: str = "auto"
     text_field: str = "text"
     id_field: str = "id"
+    # JSONL: the field holding the record's documents (a list of strings or {"id", "content"}).
+    documents_field: str | None = None
     mode: str | None = None
     threshold: float | None = None
     rationale: bool = False
@@ -218,7 +220,13 @@ class RemoteScreener:
             async for record in records:
                 await slots.acquire()
                 in_flight[str(record.record)] = record
-                yield ScreenRequest(record.text, id=str(record.record), mode=self.mode, threshold=self.threshold)
+                yield ScreenRequest(
+                    record.text,
+                    id=str(record.record),
+                    mode=self.mode,
+                    threshold=self.threshold,
+                    documents=tuple(Document(content, id=did) for did, content in record.documents),
+                )
 
         async for result in self.client.classify_stream(requests()):
             record = in_flight.pop(result.id)
@@ -256,6 +264,7 @@ async def run_screen(options: ScreenOptions, screener: Screener) -> Summary:
                 fmt=options.fmt,
                 text_field=options.text_field,
                 id_field=options.id_field,
+                documents_field=options.documents_field,
             )
             for item in items:
                 if output.is_done(item.record):

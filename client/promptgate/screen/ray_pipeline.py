@@ -57,7 +57,11 @@ def run_ray(
 
         def pending() -> Iterator[Record]:
             for item in read_records(
-                options.inputs, fmt=options.fmt, text_field=options.text_field, id_field=options.id_field
+                options.inputs,
+                fmt=options.fmt,
+                text_field=options.text_field,
+                id_field=options.id_field,
+                documents_field=options.documents_field,
             ):
                 if output.is_done(item.record):
                     continue
@@ -70,7 +74,12 @@ def run_ray(
 
         for chunk in _chunks(pending(), chunk_size):
             by_record = {r.record: r for r in chunk}
-            dataset = ray.data.from_items([{"record": r.record, "id": r.id, "text": r.text} for r in chunk])
+            dataset = ray.data.from_items(
+                [
+                    {"record": r.record, "id": r.id, "text": r.text, "documents": [list(d) for d in r.documents]}
+                    for r in chunk
+                ]
+            )
             dataset = dataset.map_batches(
                 worker,
                 fn_constructor_kwargs={**worker_kwargs, "mode": options.mode, "threshold": options.threshold},

@@ -29,20 +29,60 @@ VERDICT_BENIGN: Verdict
 VERDICT_MALICIOUS: Verdict
 
 class ClassifyRequest(_message.Message):
-    __slots__ = ("id", "text", "mode", "threshold", "truncate", "canonicalize")
+    __slots__ = ("id", "text", "mode", "threshold", "truncate", "canonicalize", "documents")
     ID_FIELD_NUMBER: _ClassVar[int]
     TEXT_FIELD_NUMBER: _ClassVar[int]
     MODE_FIELD_NUMBER: _ClassVar[int]
     THRESHOLD_FIELD_NUMBER: _ClassVar[int]
     TRUNCATE_FIELD_NUMBER: _ClassVar[int]
     CANONICALIZE_FIELD_NUMBER: _ClassVar[int]
+    DOCUMENTS_FIELD_NUMBER: _ClassVar[int]
     id: str
     text: str
     mode: Mode
     threshold: float
     truncate: bool
     canonicalize: bool
-    def __init__(self, id: _Optional[str] = ..., text: _Optional[str] = ..., mode: _Optional[_Union[Mode, str]] = ..., threshold: _Optional[float] = ..., truncate: _Optional[bool] = ..., canonicalize: _Optional[bool] = ...) -> None: ...
+    documents: _containers.RepeatedCompositeFieldContainer[Document]
+    def __init__(self, id: _Optional[str] = ..., text: _Optional[str] = ..., mode: _Optional[_Union[Mode, str]] = ..., threshold: _Optional[float] = ..., truncate: _Optional[bool] = ..., canonicalize: _Optional[bool] = ..., documents: _Optional[_Iterable[_Union[Document, _Mapping]]] = ...) -> None: ...
+
+class Document(_message.Message):
+    __slots__ = ("id", "content")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    CONTENT_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    content: str
+    def __init__(self, id: _Optional[str] = ..., content: _Optional[str] = ...) -> None: ...
+
+class Span(_message.Message):
+    __slots__ = ("start", "end")
+    START_FIELD_NUMBER: _ClassVar[int]
+    END_FIELD_NUMBER: _ClassVar[int]
+    start: int
+    end: int
+    def __init__(self, start: _Optional[int] = ..., end: _Optional[int] = ...) -> None: ...
+
+class DocumentResult(_message.Message):
+    __slots__ = ("id", "verdict", "malicious_probability", "span", "error", "signals", "label", "category", "truncated")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    VERDICT_FIELD_NUMBER: _ClassVar[int]
+    MALICIOUS_PROBABILITY_FIELD_NUMBER: _ClassVar[int]
+    SPAN_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    SIGNALS_FIELD_NUMBER: _ClassVar[int]
+    LABEL_FIELD_NUMBER: _ClassVar[int]
+    CATEGORY_FIELD_NUMBER: _ClassVar[int]
+    TRUNCATED_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    verdict: Verdict
+    malicious_probability: float
+    span: Span
+    error: _status_pb2.Status
+    signals: _containers.RepeatedScalarFieldContainer[str]
+    label: str
+    category: str
+    truncated: bool
+    def __init__(self, id: _Optional[str] = ..., verdict: _Optional[_Union[Verdict, str]] = ..., malicious_probability: _Optional[float] = ..., span: _Optional[_Union[Span, _Mapping]] = ..., error: _Optional[_Union[_status_pb2.Status, _Mapping]] = ..., signals: _Optional[_Iterable[str]] = ..., label: _Optional[str] = ..., category: _Optional[str] = ..., truncated: _Optional[bool] = ...) -> None: ...
 
 class LabelScore(_message.Message):
     __slots__ = ("label", "probability")
@@ -53,7 +93,7 @@ class LabelScore(_message.Message):
     def __init__(self, label: _Optional[str] = ..., probability: _Optional[float] = ...) -> None: ...
 
 class ClassifyResponse(_message.Message):
-    __slots__ = ("id", "verdict", "malicious_probability", "label", "category", "rationale", "mode", "threshold", "label_scores", "error", "model", "truncated", "signals")
+    __slots__ = ("id", "verdict", "malicious_probability", "label", "category", "rationale", "mode", "threshold", "label_scores", "error", "model", "truncated", "signals", "span", "documents")
     ID_FIELD_NUMBER: _ClassVar[int]
     VERDICT_FIELD_NUMBER: _ClassVar[int]
     MALICIOUS_PROBABILITY_FIELD_NUMBER: _ClassVar[int]
@@ -67,6 +107,8 @@ class ClassifyResponse(_message.Message):
     MODEL_FIELD_NUMBER: _ClassVar[int]
     TRUNCATED_FIELD_NUMBER: _ClassVar[int]
     SIGNALS_FIELD_NUMBER: _ClassVar[int]
+    SPAN_FIELD_NUMBER: _ClassVar[int]
+    DOCUMENTS_FIELD_NUMBER: _ClassVar[int]
     id: str
     verdict: Verdict
     malicious_probability: float
@@ -80,7 +122,9 @@ class ClassifyResponse(_message.Message):
     model: str
     truncated: bool
     signals: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, id: _Optional[str] = ..., verdict: _Optional[_Union[Verdict, str]] = ..., malicious_probability: _Optional[float] = ..., label: _Optional[str] = ..., category: _Optional[str] = ..., rationale: _Optional[str] = ..., mode: _Optional[_Union[Mode, str]] = ..., threshold: _Optional[float] = ..., label_scores: _Optional[_Iterable[_Union[LabelScore, _Mapping]]] = ..., error: _Optional[_Union[_status_pb2.Status, _Mapping]] = ..., model: _Optional[str] = ..., truncated: _Optional[bool] = ..., signals: _Optional[_Iterable[str]] = ...) -> None: ...
+    span: Span
+    documents: _containers.RepeatedCompositeFieldContainer[DocumentResult]
+    def __init__(self, id: _Optional[str] = ..., verdict: _Optional[_Union[Verdict, str]] = ..., malicious_probability: _Optional[float] = ..., label: _Optional[str] = ..., category: _Optional[str] = ..., rationale: _Optional[str] = ..., mode: _Optional[_Union[Mode, str]] = ..., threshold: _Optional[float] = ..., label_scores: _Optional[_Iterable[_Union[LabelScore, _Mapping]]] = ..., error: _Optional[_Union[_status_pb2.Status, _Mapping]] = ..., model: _Optional[str] = ..., truncated: _Optional[bool] = ..., signals: _Optional[_Iterable[str]] = ..., span: _Optional[_Union[Span, _Mapping]] = ..., documents: _Optional[_Iterable[_Union[DocumentResult, _Mapping]]] = ...) -> None: ...
 
 class ClassifyBatchRequest(_message.Message):
     __slots__ = ("requests",)
@@ -109,20 +153,30 @@ class LabelInfo(_message.Message):
     def __init__(self, label: _Optional[str] = ..., verdict: _Optional[_Union[Verdict, str]] = ..., category: _Optional[str] = ...) -> None: ...
 
 class Limits(_message.Message):
-    __slots__ = ("max_text_chars", "max_batch_items", "max_rationale_tokens", "max_message_bytes", "max_text_tokens", "max_queue")
+    __slots__ = ("max_text_chars", "max_batch_items", "max_rationale_tokens", "max_message_bytes", "max_text_tokens", "max_queue", "max_documents", "max_document_chars", "window_tokens", "window_overlap_tokens", "max_windows")
     MAX_TEXT_CHARS_FIELD_NUMBER: _ClassVar[int]
     MAX_BATCH_ITEMS_FIELD_NUMBER: _ClassVar[int]
     MAX_RATIONALE_TOKENS_FIELD_NUMBER: _ClassVar[int]
     MAX_MESSAGE_BYTES_FIELD_NUMBER: _ClassVar[int]
     MAX_TEXT_TOKENS_FIELD_NUMBER: _ClassVar[int]
     MAX_QUEUE_FIELD_NUMBER: _ClassVar[int]
+    MAX_DOCUMENTS_FIELD_NUMBER: _ClassVar[int]
+    MAX_DOCUMENT_CHARS_FIELD_NUMBER: _ClassVar[int]
+    WINDOW_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    WINDOW_OVERLAP_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    MAX_WINDOWS_FIELD_NUMBER: _ClassVar[int]
     max_text_chars: int
     max_batch_items: int
     max_rationale_tokens: int
     max_message_bytes: int
     max_text_tokens: int
     max_queue: int
-    def __init__(self, max_text_chars: _Optional[int] = ..., max_batch_items: _Optional[int] = ..., max_rationale_tokens: _Optional[int] = ..., max_message_bytes: _Optional[int] = ..., max_text_tokens: _Optional[int] = ..., max_queue: _Optional[int] = ...) -> None: ...
+    max_documents: int
+    max_document_chars: int
+    window_tokens: int
+    window_overlap_tokens: int
+    max_windows: int
+    def __init__(self, max_text_chars: _Optional[int] = ..., max_batch_items: _Optional[int] = ..., max_rationale_tokens: _Optional[int] = ..., max_message_bytes: _Optional[int] = ..., max_text_tokens: _Optional[int] = ..., max_queue: _Optional[int] = ..., max_documents: _Optional[int] = ..., max_document_chars: _Optional[int] = ..., window_tokens: _Optional[int] = ..., window_overlap_tokens: _Optional[int] = ..., max_windows: _Optional[int] = ...) -> None: ...
 
 class GetModelInfoResponse(_message.Message):
     __slots__ = ("model", "profile", "labels", "categories", "rationale_trained", "engine", "engine_version", "device", "dtype", "default_mode", "default_threshold", "auto_band", "limits", "server_version", "system_prompt", "canonicalize_steps")

@@ -113,12 +113,17 @@ class PromptBuilder:
 
     def encode_text(self, text: str) -> list[int]:
         """Token ids of user text, as plain text (no special or added tokens)."""
-        ids = self._plain.encode(text, add_special_tokens=False).ids
+        return self.encode_text_with_offsets(text)[0]
+
+    def encode_text_with_offsets(self, text: str) -> tuple[list[int], list[tuple[int, int]]]:
+        """`encode_text`, and each token's [start, end) in `text` (code points; whole characters)."""
+        encoding = self._plain.encode(text, add_special_tokens=False)
+        ids = encoding.ids
         # Defence in depth: a tokenizer whose base vocabulary can still yield an added
         # token would let text forge markup, so refuse rather than serve it.
         if self._added_ids.intersection(ids):
             raise ProfileError("user text produced a special token id; the tokenizer is unsafe for promptgate")
-        return ids
+        return ids, encoding.offsets
 
     @property
     def overhead_tokens(self) -> int:

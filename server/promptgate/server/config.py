@@ -86,6 +86,26 @@ class ServerConfig:
             "list of nfkc, invisible, tags, confusables, spaced_letters, decode (see README, Evasions)."
         ),
     )
+    max_documents: int = field(
+        default=16, metadata=_opt("Most documents in one request; each one past it gets its own INVALID_ARGUMENT.")
+    )
+    max_document_chars: int = field(
+        default=64000, metadata=_opt("Longest accepted document, in characters (as sent and after canonicalization).")
+    )
+    window_tokens: int | None = field(
+        default=None,
+        metadata=_opt(
+            "Text or a document longer than this many model tokens is screened window by window, and the most "
+            "malicious window decides; default and upper bound: --max-text-tokens."
+        ),
+    )
+    window_overlap_tokens: int = field(
+        default=64, metadata=_opt("Tokens each window shares with the next, so no attack falls between two windows.")
+    )
+    max_windows: int = field(
+        default=64,
+        metadata=_opt("Most windows one text or document is cut into; past it INVALID_ARGUMENT names this cap."),
+    )
     max_text_tokens: int | None = field(
         default=None,
         metadata=_opt(
@@ -239,6 +259,9 @@ class ServerConfig:
             "max_stream_inflight",
             "max_message_bytes",
             "max_queue",
+            "max_documents",
+            "max_document_chars",
+            "max_windows",
         )
         problems += [f"{_names(n)}: must be > 0" for n in positive if getattr(self, n) <= 0]
         optional_positive = (
@@ -248,6 +271,7 @@ class ServerConfig:
             "kv_cache_memory_gib",
             "block_size",
             "max_text_tokens",
+            "window_tokens",
         )
         problems += [
             f"{_names(n)}: must be > 0"
@@ -257,6 +281,13 @@ class ServerConfig:
         problems += [
             f"{_names(n)}: must be >= 1" for n in ("tensor_parallel_size", "data_parallel_size") if getattr(self, n) < 1
         ]
+        if self.window_overlap_tokens < 0:
+            problems.append(f"{_names('window_overlap_tokens')}: must be >= 0")
+        if self.window_tokens is not None and self.window_overlap_tokens >= self.window_tokens:
+            problems.append(
+                f"{_names('window_overlap_tokens')}: {self.window_overlap_tokens} must be below --window-tokens "
+                f"({self.window_tokens}): windows would not advance"
+            )
         if not 0.0 < self.gpu_memory_utilization <= 1.0:
             problems.append(f"{_names('gpu_memory_utilization')}: {self.gpu_memory_utilization} is not in (0, 1]")
         if self.max_connection_age < 0:

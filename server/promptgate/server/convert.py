@@ -12,7 +12,7 @@ from google.rpc import error_details_pb2, status_pb2
 
 from promptgate.v1 import classifier_pb2 as pb
 
-from .domain import Classification, Mode, Query, Verdict
+from .domain import Classification, Document, DocumentResult, Mode, Query, Span, Verdict
 from .errors import ERROR_DOMAIN, ScreeningError
 from .screening import ModelDescription
 
@@ -35,7 +35,12 @@ def query_from(request: pb.ClassifyRequest) -> Query:
     threshold = request.threshold if request.HasField("threshold") else None
     canonicalize = request.canonicalize if request.HasField("canonicalize") else True
     return Query(
-        text=request.text, mode=mode, threshold=threshold, truncate=request.truncate, canonicalize=canonicalize
+        text=request.text,
+        mode=mode,
+        threshold=threshold,
+        truncate=request.truncate,
+        canonicalize=canonicalize,
+        documents=tuple(Document(d.id, d.content) for d in request.documents),
     )
 
 
@@ -55,6 +60,29 @@ def response_for(request_id: str, outcome: Classification | ScreeningError, mode
         model=model,
         truncated=outcome.truncated,
         signals=outcome.signals,
+        span=_span(outcome.span),
+        documents=[_document(d) for d in outcome.documents],
+    )
+
+
+def _span(span: Span | None) -> pb.Span | None:
+    return None if span is None else pb.Span(start=span.start, end=span.end)
+
+
+def _document(doc: DocumentResult) -> pb.DocumentResult:
+    if doc.result is None:
+        assert doc.error is not None
+        return pb.DocumentResult(id=doc.id, error=error_status(doc.error))
+    r = doc.result
+    return pb.DocumentResult(
+        id=doc.id,
+        verdict=_VERDICTS_OUT[r.verdict],
+        malicious_probability=r.malicious_probability,
+        span=_span(r.span),
+        signals=r.signals,
+        label=r.label,
+        category=r.category,
+        truncated=r.truncated,
     )
 
 
@@ -100,6 +128,11 @@ def model_info(description: ModelDescription, *, max_queue: int, max_message_byt
             max_message_bytes=max_message_bytes,
             max_text_tokens=description.max_text_tokens,
             max_queue=max_queue,
+            max_documents=description.limits.max_documents,
+            max_document_chars=description.limits.max_document_chars,
+            window_tokens=description.window_tokens,
+            window_overlap_tokens=description.limits.window_overlap_tokens,
+            max_windows=description.limits.max_windows,
         ),
         server_version=server_version(),
         system_prompt=profile.system_prompt,

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import enum
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -10,7 +9,19 @@ from typing import TypeVar
 
 from promptgate.profiles import Verdict
 
-__all__ = ["Classification", "LabelScore", "Mode", "Query", "Verdict", "keep_both_ends"]
+from .errors import ScreeningError
+
+__all__ = [
+    "Classification",
+    "Document",
+    "DocumentResult",
+    "LabelScore",
+    "Mode",
+    "Query",
+    "Span",
+    "Verdict",
+    "keep_both_ends",
+]
 
 T = TypeVar("T")
 
@@ -19,6 +30,22 @@ class Mode(enum.Enum):
     FAST = "fast"
     REASONED = "reasoned"
     AUTO = "auto"
+
+
+@dataclass(frozen=True)
+class Document:
+    """A text the agent reads on the user's behalf (a tool output, a retrieved passage, a page)."""
+
+    id: str
+    content: str
+
+
+@dataclass(frozen=True)
+class Span:
+    """[start, end) character offsets (Unicode code points) into the caller's original text."""
+
+    start: int
+    end: int
 
 
 @dataclass(frozen=True)
@@ -37,6 +64,8 @@ class Query:
     truncate: bool = False
     # False: the model reads the text as sent, without the server's canonicalization.
     canonicalize: bool = True
+    # Screened each on its own; the verdict covers the text and every document.
+    documents: tuple[Document, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -62,12 +91,19 @@ class Classification:
     first_token_at: float | None = None
     # What canonicalization found in the text (promptgate.server.canonicalize.SIGNALS).
     signals: tuple[str, ...] = ()
+    # Where in the caller's text the deciding window is; None when a document decided.
+    span: Span | None = None
+    # One result per document of the request, in request order.
+    documents: tuple[DocumentResult, ...] = ()
 
-    def as_screened(self, *, truncated: bool, signals: tuple[str, ...]) -> Classification:
-        """The same answer, with what the path did to the text before the model read it."""
-        if not truncated and not signals:
-            return self
-        return dataclasses.replace(self, truncated=truncated, signals=signals)
+
+@dataclass(frozen=True)
+class DocumentResult:
+    """One document's own answer: a classification with its span, or why it was not screened."""
+
+    id: str
+    result: Classification | None
+    error: ScreeningError | None = None
 
 
 def keep_both_ends(items: Sequence[T], limit: int) -> list[T]:

@@ -17,7 +17,7 @@ from promptgate.screen import Record
 
 from .config import ServerConfig
 from .convert import response_for
-from .domain import Query
+from .domain import Document, Query
 from .errors import ScreeningError
 from .screening import Screening
 
@@ -27,6 +27,11 @@ __all__ = ["LocalScreener", "RayScreeningWorker", "as_served"]
 def as_served(screening: Screening, request_id: str, outcome: Classification | ScreeningError):
     """The client's view of an outcome, exactly as a server would have answered it."""
     return parse_response(response_for(request_id, outcome, screening.model_id))
+
+
+def _documents(pairs: Any) -> tuple[Document, ...]:
+    """A record's (id, content) pairs as the path's documents."""
+    return tuple(Document(str(did), str(content)) for did, content in pairs)
 
 
 class LocalScreener:
@@ -48,7 +53,7 @@ class LocalScreener:
     ) -> AsyncIterator[tuple[Record, Classification | ItemError]]:
         async def queries() -> AsyncIterator[tuple[Record, Query]]:
             async for record in records:
-                yield record, Query(record.text, self.mode, self.threshold)
+                yield record, Query(record.text, self.mode, self.threshold, documents=_documents(record.documents))
 
         async for record, outcome in self.screening.screen(queries(), window=self.window, caller="screen"):
             yield record, as_served(self.screening, str(record.record), outcome)
@@ -70,7 +75,10 @@ class RayScreeningWorker:
         self.screening = self.loop.run_until_complete(Screening.load(config))
 
     def __call__(self, batch: dict[str, Any]) -> dict[str, list[Any]]:
-        queries = [Query(str(text), self.mode, self.threshold) for text in batch["text"]]
+        queries = [
+            Query(str(text), self.mode, self.threshold, documents=_documents(docs))
+            for text, docs in zip(batch["text"], batch["documents"], strict=True)
+        ]
 
         # The whole batch at once: the engine batches it (continuously, with vLLM). Batch
         # size is the pipeline's setting, not a request's, so the batch limit does not apply.

@@ -11,6 +11,7 @@ and no two callers can answer the same query differently.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import math
 import time
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable, Sequence
@@ -21,7 +22,7 @@ from promptgate.concurrency import map_unordered
 from promptgate.profiles import ModelProfile
 
 from .canonicalize import Canonical, CanonicalizeOptions, canonicalize
-from .domain import Classification, Mode, Query, keep_both_ends
+from .domain import Classification, Document, DocumentResult, Mode, Query, Span, keep_both_ends
 from .engine.base import BackendStats, Engine, EngineDescription, ScreeningSettings
 from .errors import InvalidInput, ScreeningError, as_screening_error
 
@@ -42,19 +43,45 @@ class ScreeningLimits:
 
     max_text_chars: int = 16000
     max_batch_items: int = 1024
+    max_documents: int = 16
+    max_document_chars: int = 64000
+    # Windows over long text, in model tokens; None: as many as fit the model (max_text_tokens).
+    window_tokens: int | None = None
+    window_overlap_tokens: int = 64
+    # Most windows one text or document is cut into; past it INVALID_ARGUMENT names the cap.
+    max_windows: int = 64
 
     @classmethod
     def from_config(cls, config: ServerConfig) -> ScreeningLimits:
-        return cls(max_text_chars=config.max_text_chars, max_batch_items=config.max_batch_items)
+        return cls(
+            max_text_chars=config.max_text_chars,
+            max_batch_items=config.max_batch_items,
+            max_documents=config.max_documents,
+            max_document_chars=config.max_document_chars,
+            window_tokens=config.window_tokens,
+            window_overlap_tokens=config.window_overlap_tokens,
+            max_windows=config.max_windows,
+        )
+
+
+def window_starts(n: int, size: int, overlap: int) -> list[int]:
+    """Starts of windows of `size` over `n` tokens, each overlapping the next by at least `overlap`.
+
+    The last window ends at the end, so every token is in a full window and none is left in
+    a short tail window the model has little context for.
+    """
+    if n <= size:
+        return [0]
+    step = max(1, size - overlap)
+    return [*range(0, n - size, step), n - size]
 
 
 @dataclass(frozen=True)
-class _Prepared:
-    """A checked query: what the engine gets, and what the path did to the text on the way."""
+class _Part:
+    """The text or one document, checked, canonicalized and cut into windows."""
 
-    text_ids: list[int]
-    mode: Mode
-    threshold: float
+    windows: list[list[int]]
+    spans: list[Span]  # per window, in the caller's original text
     truncated: bool
     signals: tuple[str, ...]
 
@@ -70,6 +97,7 @@ class ModelDescription:
     limits: ScreeningLimits
     max_text_tokens: int
     canonicalize_steps: tuple[str, ...]
+    window_tokens: int
 
 
 @dataclass(frozen=True)
@@ -155,7 +183,13 @@ class Screening:
             limits=self.limits,
             max_text_tokens=self.engine.max_text_tokens,
             canonicalize_steps=self.canonicalization.steps,
+            window_tokens=self.window_tokens,
         )
+
+    @property
+    def window_tokens(self) -> int:
+        size = self.limits.window_tokens
+        return self.engine.max_text_tokens if size is None else min(size, self.engine.max_text_tokens)
 
     def observe_batches(self, observer: Callable[[int], None] | None) -> None:
         self.engine.observe_batches(observer)
@@ -183,21 +217,7 @@ class Screening:
         except ValueError:
             raise InvalidInput(f"unknown mode {mode}", reason="UNKNOWN_MODE") from None
 
-    async def _prepare(self, query: Query) -> _Prepared:
-        """Checked, canonicalized and encoded. Raises InvalidInput."""
-        text = query.text
-        if not text.strip():
-            raise InvalidInput("text is empty", reason="EMPTY_TEXT")
-        cut = False
-        max_chars = self.limits.max_text_chars
-        if len(text) > max_chars:
-            if not query.truncate:
-                raise InvalidInput(
-                    f"text is {len(text)} characters long; the limit is {max_chars} characters "
-                    "(max_text_chars); set truncate to classify its first and last parts",
-                    reason="TOO_LONG",
-                )
-            text, cut = "".join(keep_both_ends(text, max_chars)), True
+    def _options(self, query: Query) -> tuple[Mode, float]:
         mode = self._mode(query.mode)
         threshold = self.engine.settings.threshold if query.threshold is None else query.threshold
         if math.isnan(threshold) or not 0.0 <= threshold <= 1.0:
@@ -207,37 +227,155 @@ class Screening:
                 f"model profile {self.engine.profile.name!r} was not trained with rationales: use FAST",
                 reason="NO_RATIONALES",
             )
-        options = self.canonicalization if query.canonicalize else None
-        if len(text) > _INLINE_TOKENIZE_CHARS:
-            canonical, ids = await asyncio.to_thread(self._read, text, options)
+        return mode, threshold
+
+    def _check_chars(self, text: str, what: str, limit: int, setting: str, truncate: bool) -> tuple[str, bool]:
+        """The text within its character limit (cut when asked); raises InvalidInput for empty or too long."""
+        if not text.strip():
+            raise InvalidInput(f"{what} is empty", reason="EMPTY_TEXT")
+        if len(text) <= limit:
+            return text, False
+        if not truncate:
+            raise InvalidInput(
+                f"{what} is {len(text)} characters long; the limit is {limit} characters "
+                f"({setting}); set truncate to classify its first and last parts",
+                reason="TOO_LONG",
+            )
+        return "".join(keep_both_ends(text, limit)), True
+
+    async def _part(
+        self, text: str, what: str, limit: int, setting: str, *, truncate: bool, canonicalize_it: bool
+    ) -> _Part:
+        """One text checked, canonicalized and cut into windows. Raises InvalidInput."""
+        sent, cut = self._check_chars(text, what, limit, setting, truncate)
+        options = self.canonicalization if canonicalize_it else None
+        if len(sent) > _INLINE_TOKENIZE_CHARS:
+            canonical, ids, offsets = await asyncio.to_thread(self._read, sent, options)
         else:
-            canonical, ids = self._read(text, options)
+            canonical, ids, offsets = self._read(sent, options)
         read = canonical.text
         if not read.strip():
-            raise InvalidInput("text is empty after canonicalization", reason="EMPTY_AFTER_CANONICALIZATION")
-        if len(read) > max_chars:  # decoded payloads made it longer than the caller could send
-            if not query.truncate:
+            raise InvalidInput(f"{what} is empty after canonicalization", reason="EMPTY_AFTER_CANONICALIZATION")
+        whole = [Span(0, len(text))]
+        if len(read) > limit:  # canonicalization made it longer than the caller could send
+            if not truncate:
                 raise InvalidInput(
-                    f"text is {len(read)} characters long after canonicalization; the limit is "
-                    f"{max_chars} characters (max_text_chars); set truncate to classify its first and last parts",
+                    f"{what} is {len(read)} characters long after canonicalization; the limit is "
+                    f"{limit} characters ({setting}); set truncate to classify its first and last parts",
                     reason="TOO_LONG_DECODED",
                 )
-            read, cut = "".join(keep_both_ends(read, max_chars)), True
+            read, cut = "".join(keep_both_ends(read, limit)), True
             ids = await asyncio.to_thread(self.engine.encode, read)
-        limit = self.engine.max_text_tokens
-        if len(ids) > limit:
-            if not query.truncate:
-                raise InvalidInput(
-                    f"text is {len(ids)} tokens long; the limit is {limit} tokens (max_text_tokens)",
-                    reason="TOO_MANY_TOKENS",
-                )
-            ids, cut = keep_both_ends(ids, limit), True
-        return _Prepared(ids, mode, threshold, cut, canonical.signals)
+        if truncate:
+            # Asked to cut: one prompt, of the first and last tokens past what fits, as before windows.
+            limit_tokens = self.engine.max_text_tokens
+            return _Part([keep_both_ends(ids, limit_tokens)], whole, cut or len(ids) > limit_tokens, canonical.signals)
+        size = self.window_tokens
+        # At most half a window shared, whatever the setting: windows must advance.
+        starts = window_starts(len(ids), size, min(self.limits.window_overlap_tokens, size // 2))
+        if len(starts) > self.limits.max_windows:
+            raise InvalidInput(
+                f"{what} is {len(ids)} tokens long: {len(starts)} windows of {size} tokens; the limit is "
+                f"{self.limits.max_windows} windows (max_windows); set truncate to classify its first and last parts",
+                reason="TOO_MANY_WINDOWS",
+            )
+        if len(starts) == 1:
+            return _Part([ids], whole, False, canonical.signals)
+        windows = [ids[i : i + size] for i in starts]
+        spans = [
+            Span(*canonical.original_span(offsets[i][0], offsets[i + len(w) - 1][1]))
+            for i, w in zip(starts, windows, strict=True)
+        ]
+        return _Part(windows, spans, False, canonical.signals)
 
-    def _read(self, text: str, options: CanonicalizeOptions | None) -> tuple[Canonical, list[int]]:
-        """What the model reads: the canonical text (when asked and any step is on), and its tokens."""
+    def _read(
+        self, text: str, options: CanonicalizeOptions | None
+    ) -> tuple[Canonical, list[int], list[tuple[int, int]]]:
+        """What the model reads: the canonical text (when asked and any step is on), its tokens and their offsets."""
         canonical = canonicalize(text, options) if options is not None and options.steps else Canonical(text)
-        return canonical, self.engine.encode(canonical.text)
+        ids, offsets = self.engine.encode_with_offsets(canonical.text)
+        return canonical, ids, offsets
+
+    async def _document(self, index: int, doc: Document, query: Query) -> _Part | ScreeningError:
+        what = f"document {index}" + (f" ({doc.id!r})" if doc.id else "")
+        if index >= self.limits.max_documents:
+            return InvalidInput(
+                f"{what} is past the limit of {self.limits.max_documents} documents per request (max_documents)",
+                reason="TOO_MANY_DOCUMENTS",
+            )
+        try:
+            return await self._part(
+                doc.content,
+                what,
+                self.limits.max_document_chars,
+                "max_document_chars",
+                truncate=query.truncate,
+                canonicalize_it=query.canonicalize,
+            )
+        except InvalidInput as error:
+            return error
+
+    async def _screen(self, query: Query) -> Classification:
+        """The verdict over the text and every document: the most malicious window decides."""
+        has_text = bool(query.text.strip()) or not query.documents
+        if has_text:  # the text's own checks first: a request with only bad text fails as it always did
+            self._check_chars(query.text, "text", self.limits.max_text_chars, "max_text_chars", query.truncate)
+        mode, threshold = self._options(query)
+        text_part = (
+            await self._part(
+                query.text,
+                "text",
+                self.limits.max_text_chars,
+                "max_text_chars",
+                truncate=query.truncate,
+                canonicalize_it=query.canonicalize,
+            )
+            if has_text
+            else None
+        )
+        docs = [await self._document(i, d, query) for i, d in enumerate(query.documents)]
+        parts = [p for p in (text_part, *docs) if isinstance(p, _Part)]
+        if not parts:
+            raise InvalidInput(
+                "nothing to screen: the text is empty and no document could be screened", reason="NOTHING_TO_SCREEN"
+            )
+        if len(parts) == 1 and len(parts[0].windows) == 1:  # the common case: one prompt, in the asked mode
+            result = await self.engine.classify_tokens(parts[0].windows[0], mode, threshold)
+            scored = [[result]]
+        else:  # every window FAST, all at once (the engine batches them)
+            flat = [w for part in parts for w in part.windows]
+            fast = await asyncio.gather(*(self.engine.classify_tokens(w, Mode.FAST, threshold) for w in flat))
+            scored, i = [], 0
+            for part in parts:
+                scored.append(list(fast[i : i + len(part.windows)]))
+                i += len(part.windows)
+        best = [max(range(len(r)), key=lambda k, r=r: r[k].malicious_probability) for r in scored]
+        top = max(range(len(parts)), key=lambda j: scored[j][best[j]].malicious_probability)
+        if mode is not Mode.FAST and not (len(parts) == 1 and len(parts[0].windows) == 1):
+            # The rationale is written for the deciding window only.
+            scored[top][best[top]] = await self.engine.classify_tokens(parts[top].windows[best[top]], mode, threshold)
+        results = {id(part): (scored[j][best[j]], part.spans[best[j]]) for j, part in enumerate(parts)}
+        documents = tuple(
+            DocumentResult(
+                d.id,
+                None
+                if isinstance(p, ScreeningError)
+                else dataclasses.replace(
+                    results[id(p)][0], span=results[id(p)][1], signals=p.signals, truncated=p.truncated
+                ),
+                p if isinstance(p, ScreeningError) else None,
+            )
+            for d, p in zip(query.documents, docs, strict=True)
+        )
+        decided, _ = results[id(parts[top])]
+        text_span = results[id(text_part)][1] if text_part is not None and parts[top] is text_part else None
+        return dataclasses.replace(
+            decided,
+            truncated=text_part.truncated if text_part is not None else False,
+            signals=tuple(sorted({s for part in parts for s in part.signals})),
+            span=text_span,
+            documents=documents,
+        )
 
     # -- one query -----------------------------------------------------------------------------
 
@@ -245,8 +383,7 @@ class Screening:
         """Screen one query. Raises ScreeningError (its kind gives the status); cancelling stops the engine's work."""
         started = time.perf_counter()
         try:
-            prepared = await self._prepare(query)
-            result = await self.engine.classify_tokens(prepared.text_ids, prepared.mode, prepared.threshold)
+            result = await self._screen(query)
         except asyncio.CancelledError:
             self._tell(FinishedQuery(query, None, caller, id, started))
             raise
@@ -254,7 +391,6 @@ class Screening:
             error = as_screening_error(exc)
             self._tell(FinishedQuery(query, error, caller, id, started, None if error is exc else exc))
             raise error from exc
-        result = result.as_screened(truncated=prepared.truncated, signals=prepared.signals)
         self._tell(FinishedQuery(query, result, caller, id, started))
         return result
 

@@ -113,6 +113,10 @@ class Engine(Protocol):
         """The text's token ids, special-token strings tokenized as plain text."""
         ...
 
+    def encode_with_offsets(self, text: str) -> tuple[list[int], list[tuple[int, int]]]:
+        """`encode`, and each token's [start, end) character span in `text`."""
+        ...
+
     async def classify_tokens(self, text_ids: list[int], mode: Mode, threshold: float) -> Classification:
         """Classify text already encoded and within `max_text_tokens`; `mode` FAST, REASONED or AUTO."""
         ...
@@ -196,6 +200,9 @@ class ScreeningEngine:
 
     def encode(self, text: str) -> list[int]:
         return self.builder.encode_text(text)
+
+    def encode_with_offsets(self, text: str) -> tuple[list[int], list[tuple[int, int]]]:
+        return self.builder.encode_text_with_offsets(text)
 
     async def classify_tokens(self, text_ids: list[int], mode: Mode, threshold: float) -> Classification:
         if mode is Mode.REASONED:
