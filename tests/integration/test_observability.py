@@ -20,29 +20,16 @@ from pathlib import Path
 import grpc
 import httpx
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
 from promptgate.v1 import classifier_pb2 as pb
 from promptgate.v1 import classifier_pb2_grpc as pb_grpc
 
-from ..conftest import server_config
-from ..support import BackgroundServer, free_port, wait_serving
+from ..support import BackgroundServer, Samples, free_port, scrape, server_config, wait_serving
 
 CLI = [sys.executable, "-m", "promptgate.cli"]
 MAX_RATIONALE_TOKENS = 12
 _VERDICT = {pb.VERDICT_BENIGN: "benign", pb.VERDICT_MALICIOUS: "malicious"}
 _MODE = {pb.MODE_FAST: "fast", pb.MODE_REASONED: "reasoned"}
-
-Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
-
-
-def scrape(port: int) -> Samples:
-    text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=10).text
-    return {
-        (s.name, tuple(sorted(s.labels.items()))): s.value
-        for family in text_string_to_metric_families(text)
-        for s in family.samples
-    }
 
 
 def value(samples: Samples, name: str, **labels: str) -> float:

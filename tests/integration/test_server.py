@@ -25,8 +25,7 @@ from promptgate.client import (
 from promptgate.v1 import classifier_pb2 as pb
 from promptgate.v1 import classifier_pb2_grpc as pb_grpc
 
-from ..conftest import server_config
-from ..support import BackgroundServer
+from ..support import BackgroundServer, server_config
 
 TEXTS = [
     "What time is it in Tokyo?",
