@@ -42,3 +42,25 @@ def test_invalid_values_are_reported_with_flag_and_variable(env: dict[str, str],
 def test_bad_flag_choice_is_a_usage_error() -> None:
     with pytest.raises(SystemExit):
         parse(["--device", "tpu"])
+
+
+# -- parsing by type hint ----------------------------------------------------------------------
+
+
+def test_each_setting_parses_by_its_type_hint() -> None:
+    env = {
+        "PROMPTGATE_ENFORCE_EAGER": "yes",  # bool
+        "PROMPTGATE_MAX_QUEUE": "4096",  # int
+        "PROMPTGATE_THRESHOLD": "0.25",  # float
+        "PROMPTGATE_MAX_TEXT_TOKENS": "512",  # int | None
+        "PROMPTGATE_KV_CACHE_MEMORY_GIB": "1.5",  # float | None
+        "PROMPTGATE_PROFILE": "narasimha-m",  # str | None
+    }
+    config = ServerConfig.from_sources(parse(["--log-query-text", "off", "--max-num-seqs", "8"]), env)
+    assert config.enforce_eager is True and config.log_query_text is False
+    assert (config.max_queue, config.max_text_tokens, config.max_num_seqs) == (4096, 512, 8)
+    assert (config.threshold, config.kv_cache_memory_gib, config.profile) == (0.25, 1.5, "narasimha-m")
+    with pytest.raises(ConfigError, match="PROMPTGATE_ENFORCE_EAGER: cannot parse 'maybe': expected true or false"):
+        ServerConfig.from_sources(None, {"PROMPTGATE_ENFORCE_EAGER": "maybe"})
+    with pytest.raises(ConfigError, match=r"PROMPTGATE_MAX_TEXT_TOKENS: cannot parse '1\.5'"):
+        ServerConfig.from_sources(None, {"PROMPTGATE_MAX_TEXT_TOKENS": "1.5"})

@@ -10,7 +10,10 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-from collections.abc import Mapping, Sequence
+import functools
+import types
+import typing
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -308,15 +311,26 @@ def _parse_bool(raw: str) -> bool:
     raise ValueError("expected true or false")
 
 
-def _field_type(f: dataclasses.Field[Any]) -> Any:
-    annotation = str(f.type)
-    if annotation.startswith("bool"):
-        return _parse_bool
-    if annotation.startswith("int"):
-        return int
-    if annotation.startswith("float"):
-        return float
-    return str
+_PARSERS: dict[Any, Callable[[str], Any]] = {bool: _parse_bool, int: int, float: float, str: str}
+
+
+@functools.cache
+def _type_hints() -> dict[str, Any]:
+    return typing.get_type_hints(ServerConfig, include_extras=True)
+
+
+def _field_type(f: dataclasses.Field[Any]) -> Callable[[str], Any]:
+    """The parser of a setting's text (flag or environment), from its type hint.
+
+    `T | None` parses as `T` (None is the unset default).
+    """
+    hint = _type_hints()[f.name]
+    if typing.get_origin(hint) in (types.UnionType, typing.Union):
+        members = [t for t in typing.get_args(hint) if t is not type(None)]
+        hint = members[0] if len(members) == 1 else hint
+    if hint not in _PARSERS:
+        raise TypeError(f"setting {f.name}: no parser for {hint!r}")  # a bug in this module
+    return _PARSERS[hint]
 
 
 def _flag(name: str) -> str:
