@@ -49,7 +49,10 @@ def corpus_files() -> list[Path]:
 
 
 def server_config(model: Path, **overrides: object) -> ServerConfig:
-    """The tests' server: the tiny model on the transformers engine, 127.0.0.1 port 0, metrics off."""
+    """The tests' server: the tiny model on the transformers engine, 127.0.0.1 port 0, metrics off.
+
+    Tests that read metrics pass `metrics_port=0` and read the port bound from the handle.
+    """
     values: dict[str, object] = {
         "model": str(model),
         "host": "127.0.0.1",
@@ -59,7 +62,7 @@ def server_config(model: Path, **overrides: object) -> ServerConfig:
         "max_text_chars": 2000,
         "max_batch_items": 1000,
         "log_level": "warning",
-        "metrics_port": 0,  # tests that read metrics pick a free port
+        "metrics_port": None,
     }
     values.update(overrides)
     return ServerConfig(**values)  # type: ignore[arg-type]

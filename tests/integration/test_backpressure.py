@@ -23,7 +23,7 @@ from promptgate.client import AsyncClient, Client, ResourceExhaustedError, Servi
 from promptgate.v1 import classifier_pb2 as pb
 from promptgate.v1 import classifier_pb2_grpc as pb_grpc
 
-from ..support import BackgroundServer, free_port, scrape, server_config, wait_until
+from ..support import BackgroundServer, scrape, server_config, wait_until
 
 MAX_QUEUE = 8
 PUSHBACK_KEY = "grpc-retry-pushback-ms"
@@ -44,7 +44,7 @@ def engine_idle(srv: BackgroundServer) -> bool:
 def hog_server(tiny_model: Path) -> Iterator[BackgroundServer]:
     """max_queue 8, and a rationale bound so long that a REASONED call runs until cancelled."""
     config = server_config(
-        tiny_model, max_queue=MAX_QUEUE, max_batch_items=MAX_QUEUE, max_rationale_tokens=4000, metrics_port=free_port()
+        tiny_model, max_queue=MAX_QUEUE, max_batch_items=MAX_QUEUE, max_rationale_tokens=4000, metrics_port=0
     )
     with BackgroundServer(config) as srv:
         yield srv

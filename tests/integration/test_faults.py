@@ -230,7 +230,7 @@ def served(model: Path, log_path: Path, *flags: str) -> Iterator[tuple[str, subp
 def test_sigterm_under_load_answers_or_refuses_every_call(tiny_model: Path, tmp_path: Path) -> None:
     log_path = tmp_path / "server.log"
     steady, burst, after = 150, 200, 100
-    with served(tiny_model, log_path, "--metrics-port", "0", "--grace-period", "10") as (target, proc):
+    with served(tiny_model, log_path, "--metrics-port", "off", "--grace-period", "10") as (target, proc):
 
         async def load() -> collections.Counter[str]:
             async with AsyncClient(target, max_attempts=1, on_error="raise", timeout=60) as client:

@@ -82,9 +82,7 @@ def token_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def token_server(tiny_model: Path, token_file: Path) -> Iterator[BackgroundServer]:
-    config = server_config(
-        tiny_model, auth_token_file=str(token_file), auth_tokens=ENV_TOKENS, metrics_port=free_port()
-    )
+    config = server_config(tiny_model, auth_token_file=str(token_file), auth_tokens=ENV_TOKENS, metrics_port=0)
     with BackgroundServer(config) as srv:
         yield srv
 
@@ -351,7 +349,7 @@ def test_served_process_never_logs_a_token(tiny_model: Path, token_file: Path, t
     env = {**os.environ, "PROMPTGATE_AUTH_TOKENS": "env-s3cret-token"}
     cmd = [
         *CLI, "serve", "--model", str(tiny_model), "--engine", "transformers", "--host", "127.0.0.1",
-        "--port", str(port), "--metrics-port", "0", "--auth-token-file", str(token_file), "--grace-period", "2",
+        "--port", str(port), "--metrics-port", "off", "--auth-token-file", str(token_file), "--grace-period", "2",
         "--log-level", "debug",
     ]  # fmt: skip
     with open(log_path, "w") as log:

@@ -4,7 +4,7 @@ import argparse
 
 import pytest
 
-from promptgate.server.config import DEFAULT_MODEL, ConfigError, ServerConfig
+from promptgate.server.config import DEFAULT_MODEL, ConfigError, ServerConfig, parse_port
 
 
 def parse(argv: list[str]) -> argparse.Namespace:
@@ -64,3 +64,53 @@ def test_each_setting_parses_by_its_type_hint() -> None:
         ServerConfig.from_sources(None, {"PROMPTGATE_ENFORCE_EAGER": "maybe"})
     with pytest.raises(ConfigError, match=r"PROMPTGATE_MAX_TEXT_TOKENS: cannot parse '1\.5'"):
         ServerConfig.from_sources(None, {"PROMPTGATE_MAX_TEXT_TOKENS": "1.5"})
+
+
+# -- ports: 0 picks a free one, off is said explicitly -------------------------------------------
+
+
+def test_parse_port() -> None:
+    assert parse_port("9090") == 9090 and parse_port("0") == 0
+    assert parse_port("off") is None and parse_port(" OFF ") is None
+    with pytest.raises(ValueError, match="expected a port number or off"):
+        parse_port("none")
+
+
+@pytest.mark.parametrize(
+    ("argv", "env", "expected"),
+    [
+        ([], {}, 9090),
+        (["--metrics-port", "0"], {}, 0),
+        (["--metrics-port", "off"], {}, None),
+        ([], {"PROMPTGATE_METRICS_PORT": "off"}, None),
+        ([], {"PROMPTGATE_METRICS_PORT": "9100"}, 9100),
+        # An explicit off on the command line wins over a port in the environment, and back.
+        (["--metrics-port", "off"], {"PROMPTGATE_METRICS_PORT": "9100"}, None),
+        (["--metrics-port", "9200"], {"PROMPTGATE_METRICS_PORT": "off"}, 9200),
+    ],
+)
+def test_metrics_port_takes_a_port_zero_or_off(argv: list[str], env: dict[str, str], expected: int | None) -> None:
+    assert ServerConfig.from_sources(parse(argv), env).metrics_port == expected
+
+
+def test_bad_metrics_port_is_reported() -> None:
+    with pytest.raises(ConfigError, match="--metrics-port / PROMPTGATE_METRICS_PORT: cannot parse 'none'"):
+        ServerConfig.from_sources(None, {"PROMPTGATE_METRICS_PORT": "none"})
+    with pytest.raises(ConfigError, match="--metrics-port / PROMPTGATE_METRICS_PORT: 70000 is not a port"):
+        ServerConfig(metrics_port=70000)
+    with pytest.raises(SystemExit):
+        parse(["--metrics-port", "none"])
+
+
+def test_metrics_serve_http_on_port_zero_returns_the_bound_port() -> None:
+    import httpx
+
+    from promptgate.server.metrics import ServerMetrics
+
+    metrics = ServerMetrics()
+    try:
+        port = metrics.serve_http("127.0.0.1", 0)
+        assert port > 0
+        assert "promptgate_queue_depth" in httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=10).text
+    finally:
+        metrics.close()

@@ -16,7 +16,7 @@ import typing
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 from .domain import Mode
 
@@ -26,6 +26,21 @@ DEFAULT_MODEL = "sarthakrastogi/narasimha-b-0.6b"
 
 class ConfigError(ValueError):
     """A configuration value is invalid; the message names the flag and the variable."""
+
+
+def parse_port(raw: str) -> int | None:
+    """A port setting: a port number (0 picks a free one) or `off` (None: nothing listens)."""
+    value = raw.strip().lower()
+    if value == "off":
+        return None
+    try:
+        return int(value)
+    except ValueError:
+        raise ValueError("expected a port number or off") from None
+
+
+# A port that can be turned off: `--flag 0` picks a free port, `--flag off` serves nothing.
+PortOrOff = Annotated[int | None, parse_port]
 
 
 def _opt(help: str, choices: Sequence[str] | None = None, *, secret: bool = False) -> Any:
@@ -146,9 +161,12 @@ class ServerConfig:
         default=False,
         metadata=_opt("Put the raw query text in the per-query log lines (off: queries may hold personal data)."),
     )
-    metrics_port: int = field(
+    metrics_port: PortOrOff = field(
         default=9090,
-        metadata=_opt("Port of the Prometheus /metrics endpoint (plain HTTP, apart from the gRPC port); 0: off."),
+        metadata=_opt(
+            "Port of the Prometheus /metrics endpoint (plain HTTP, apart from the gRPC port); 0 picks a free one, "
+            "off serves none."
+        ),
     )
     metrics_host: str = field(default="0.0.0.0", metadata=_opt("Address the metrics endpoint listens on."))
     tls_cert: str | None = field(
@@ -186,8 +204,9 @@ class ServerConfig:
         if not 0.0 <= self.auto_band <= 0.5:
             problems.append(f"{_names('auto_band')}: {self.auto_band} is not in [0, 0.5]")
         for name in ("port", "metrics_port"):
-            if not 0 <= getattr(self, name) <= 65535:
-                problems.append(f"{_names(name)}: {getattr(self, name)} is not a port")
+            value = getattr(self, name)
+            if value is not None and not 0 <= value <= 65535:
+                problems.append(f"{_names(name)}: {value} is not a port")
         if self.max_batch_items > self.max_queue:
             problems.append(
                 f"{_names('max_queue')}: {self.max_queue} is below --max-batch-items ({self.max_batch_items}): "
@@ -273,7 +292,7 @@ class ServerConfig:
         for f in dataclasses.fields(cls):
             if f.metadata.get("secret"):
                 continue
-            kind = _field_type(f)
+            kind = _flag_type(_field_type(f))
             help_text = f"{f.metadata['help']} [env {ENV_PREFIX}{f.name.upper()}; default {f.default!r}]"
             parser.add_argument(
                 _flag(f.name),
@@ -290,7 +309,7 @@ class ServerConfig:
         for f in dataclasses.fields(cls):
             flag_value = getattr(args, f.name, None) if args is not None and not f.metadata.get("secret") else None
             if flag_value is not None:
-                values[f.name] = flag_value
+                values[f.name] = None if flag_value is _OFF else flag_value
                 continue
             raw = environ.get(ENV_PREFIX + f.name.upper())
             if raw is None or raw == "":
@@ -322,15 +341,39 @@ def _type_hints() -> dict[str, Any]:
 def _field_type(f: dataclasses.Field[Any]) -> Callable[[str], Any]:
     """The parser of a setting's text (flag or environment), from its type hint.
 
-    `T | None` parses as `T` (None is the unset default).
+    `Annotated[T, parser]` names its parser; `T | None` parses as `T` (None is the unset default).
     """
     hint = _type_hints()[f.name]
+    if typing.get_origin(hint) is Annotated:
+        parser = next((x for x in hint.__metadata__ if callable(x)), None)
+        if parser is not None:
+            return parser
+        hint = typing.get_args(hint)[0]
     if typing.get_origin(hint) in (types.UnionType, typing.Union):
         members = [t for t in typing.get_args(hint) if t is not type(None)]
         hint = members[0] if len(members) == 1 else hint
     if hint not in _PARSERS:
         raise TypeError(f"setting {f.name}: no parser for {hint!r}")  # a bug in this module
     return _PARSERS[hint]
+
+
+class _Off:
+    """What a flag parses to when its setting is said to be off (argparse's None means "not given")."""
+
+    def __repr__(self) -> str:
+        return "off"
+
+
+_OFF = _Off()
+
+
+def _flag_type(parse: Callable[[str], Any]) -> Callable[[str], Any]:
+    def convert(raw: str) -> Any:
+        value = parse(raw)
+        return _OFF if value is None else value
+
+    convert.__name__ = parse.__name__  # argparse names it in "invalid ... value"
+    return convert
 
 
 def _flag(name: str) -> str:
