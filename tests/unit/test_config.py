@@ -1,6 +1,9 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import subprocess
+import sys
 
 import pytest
 
@@ -114,3 +117,80 @@ def test_metrics_serve_http_on_port_zero_returns_the_bound_port() -> None:
         assert "promptgate_queue_depth" in httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=10).text
     finally:
         metrics.close()
+
+
+# -- the engine's settings come from the config --------------------------------------------------
+
+
+def test_engine_settings_are_built_from_the_config() -> None:
+    from promptgate.server.domain import Mode
+    from promptgate.server.engine import ScreeningSettings
+    from promptgate.server.engine.vllm_backend import VllmSettings
+
+    config = ServerConfig(
+        default_mode="auto",
+        threshold=0.3,
+        auto_band=0.1,
+        max_rationale_tokens=64,
+        max_text_tokens=900,
+        dtype="bfloat16",
+        max_model_len=4096,
+        max_num_batched_tokens=8192,
+        max_num_seqs=64,
+        gpu_memory_utilization=0.5,
+        tensor_parallel_size=2,
+        data_parallel_size=3,
+        enforce_eager=True,
+        kv_cache_memory_gib=4.0,
+        block_size=16,
+        device="cpu",
+        max_engine_batch=8,
+        max_engine_batch_tokens=2048,
+    )
+    assert config.screening_settings() == ScreeningSettings(
+        default_mode=Mode.AUTO, threshold=0.3, auto_band=0.1, max_rationale_tokens=64, max_text_tokens=900
+    )
+    assert config.vllm_settings(max_logprobs=40) == VllmSettings(
+        dtype="bfloat16",
+        max_model_len=4096,
+        max_num_batched_tokens=8192,
+        max_num_seqs=64,
+        gpu_memory_utilization=0.5,
+        tensor_parallel_size=2,
+        data_parallel_size=3,
+        enforce_eager=True,
+        kv_cache_memory_gib=4.0,
+        max_logprobs=40,
+        block_size=16,
+    )
+    assert config.transformers_options() == {
+        "device": "cpu",
+        "dtype": "bfloat16",
+        "max_batch_size": 8,
+        "max_batch_tokens": 2048,
+        "max_model_len": 4096,
+    }
+
+
+def test_a_settings_field_without_a_server_setting_fails_loudly() -> None:
+    @dataclasses.dataclass(frozen=True)
+    class Knobs:
+        dtype: str = "auto"
+        new_knob: int = 1
+
+    with pytest.raises(TypeError, match=r"Knobs.new_knob is no server setting"):
+        ServerConfig()._settings(Knobs)
+    assert ServerConfig()._settings(Knobs, new_knob=5) == Knobs(dtype="auto", new_knob=5)
+
+
+def test_the_config_loads_without_torch_or_vllm() -> None:
+    code = (
+        "import sys\n"
+        "from promptgate.server.config import ServerConfig\n"
+        "c = ServerConfig()\n"
+        "c.screening_settings(); c.vllm_settings(20); c.transformers_options()\n"
+        "print(sorted(m for m in ('torch', 'vllm', 'transformers') if m in sys.modules))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"

@@ -16,12 +16,17 @@ import typing
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 from .domain import Mode
 
+if TYPE_CHECKING:
+    from .engine.base import ScreeningSettings
+    from .engine.vllm_backend import VllmSettings
+
 ENV_PREFIX = "PROMPTGATE_"
 DEFAULT_MODEL = "sarthakrastogi/narasimha-b-0.6b"
+_S = TypeVar("_S")
 
 
 class ConfigError(ValueError):
@@ -276,6 +281,46 @@ class ServerConfig:
     @property
     def mode(self) -> Mode:
         return Mode(self.default_mode)
+
+    # -- what the engine is built with -------------------------------------------------
+
+    def screening_settings(self) -> ScreeningSettings:
+        """The screening engine's settings (modes, threshold, limits)."""
+        from .engine.base import ScreeningSettings
+
+        return self._settings(ScreeningSettings, default_mode=self.mode)
+
+    def vllm_settings(self, max_logprobs: int) -> VllmSettings:
+        """The vLLM backend's engine arguments; `max_logprobs` comes from the model's label tries."""
+        from .engine.vllm_backend import VllmSettings
+
+        return self._settings(VllmSettings, max_logprobs=max_logprobs)
+
+    def transformers_options(self) -> dict[str, Any]:
+        """Keyword arguments of `TransformersBackend` (apart from the model and the pad token)."""
+        return {
+            "device": self.device,
+            "dtype": self.dtype,
+            "max_batch_size": self.max_engine_batch,
+            "max_batch_tokens": self.max_engine_batch_tokens,
+            "max_model_len": self.max_model_len,
+        }
+
+    def _settings(self, cls: type[_S], **given: Any) -> _S:
+        """`cls(...)` with each field from the setting of the same name, apart from `given`.
+
+        A field with no setting of its name must be given: a settings class that gains a
+        field fails here, naming it, instead of silently running on the field's default.
+        """
+        mine = {f.name for f in dataclasses.fields(self)}
+        values = dict(given)
+        for f in dataclasses.fields(cls):  # type: ignore[arg-type]
+            if f.name in given:
+                continue
+            if f.name not in mine:
+                raise TypeError(f"{cls.__name__}.{f.name} is no server setting: pass it")
+            values[f.name] = getattr(self, f.name)
+        return cls(**values)
 
     def as_log_dict(self) -> dict[str, Any]:
         values = dataclasses.asdict(self)
