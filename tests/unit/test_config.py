@@ -2,12 +2,21 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
-from promptgate.server.config import DEFAULT_MODEL, ConfigError, ServerConfig, parse_port
+from promptgate.server.config import (
+    DEFAULT_MODEL,
+    ConfigError,
+    ServerConfig,
+    parse_port,
+    parse_token_file,
+    parse_token_list,
+)
 
 
 def parse(argv: list[str]) -> argparse.Namespace:
@@ -194,3 +203,38 @@ def test_the_config_loads_without_torch_or_vllm() -> None:
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "[]"
+
+
+# -- tokens: read and parsed once, at validation -------------------------------------------------
+
+
+def test_tokens_are_read_once_when_the_config_is_validated(tmp_path: Path) -> None:
+    from promptgate.server.security import load_tokens
+
+    path = tmp_path / "tokens"
+    path.write_text("# rotated 2024-05\n  tok-1  \n\n#tok-old\ntok-2\n", encoding="utf-8")
+    config = ServerConfig(auth_token_file=str(path), auth_tokens="env-1, env-2\nenv-3")
+    path.write_text("changed-after-validation\n", encoding="utf-8")
+    # What was checked to hold a token is what is served: the file is not read again.
+    assert config.accepted_tokens == ("tok-1", "tok-2", "env-1", "env-2", "env-3")
+    assert load_tokens(config) == ["tok-1", "tok-2", "env-1", "env-2", "env-3"]
+    assert ServerConfig().accepted_tokens == ()
+    # Re-validated copies read the file as it is now.
+    assert dataclasses.replace(config, auth_tokens=None).accepted_tokens == ("changed-after-validation",)
+
+
+def test_tokens_stay_out_of_repr_equality_and_the_log(tmp_path: Path) -> None:
+    path = tmp_path / "tokens"
+    path.write_text("file-s3cret\n", encoding="utf-8")
+    config = ServerConfig(auth_token_file=str(path), auth_tokens="env-s3cret")
+    assert "s3cret" not in repr(config) and "s3cret" not in json.dumps(config.as_log_dict())
+    # The parsed tokens are no field: asdict (which the log starts from) holds only the settings.
+    assert "file-s3cret" not in json.dumps(dataclasses.asdict(config))
+    assert "_accepted_tokens" not in {f.name for f in dataclasses.fields(ServerConfig)}
+    assert config == ServerConfig(auth_token_file=str(path), auth_tokens="env-s3cret")
+
+
+def test_token_parsers() -> None:
+    assert parse_token_file("a\n  # c\n\n b \n#d") == ["a", "b"]
+    assert parse_token_list(" a, b ,\n c,,") == ["a", "b", "c"]
+    assert parse_token_file("# only comments\n\n") == [] and parse_token_list(" , \n ") == []

@@ -48,6 +48,16 @@ def parse_port(raw: str) -> int | None:
 PortOrOff = Annotated[int | None, parse_port]
 
 
+def parse_token_file(text: str) -> list[str]:
+    """The tokens of an --auth-token-file: one per line; blank lines and `#` comments skipped."""
+    return [line.strip() for line in text.splitlines() if line.strip() and not line.lstrip().startswith("#")]
+
+
+def parse_token_list(text: str) -> list[str]:
+    """The tokens of PROMPTGATE_AUTH_TOKENS: comma- or newline-separated."""
+    return [t.strip() for t in text.replace(",", "\n").splitlines() if t.strip()]
+
+
 def _opt(help: str, choices: Sequence[str] | None = None, *, secret: bool = False) -> Any:
     # secret: an environment variable only (a flag would show in `ps`), redacted in logs.
     return {"help": help, "choices": tuple(choices) if choices else None, "secret": secret}
@@ -226,20 +236,24 @@ class ServerConfig:
             if path is not None and not Path(path).is_file():
                 problems.append(f"{_names(name)}: {path} is not a readable file")
         # Token auth asked for but no token in it (an empty secret, every line commented out)
-        # would serve everyone: refuse to start instead. Same rule as security.load_tokens.
+        # would serve everyone: refuse to start instead. The file is read here, once.
+        file_tokens: list[str] = []
         if self.auth_token_file is not None and Path(self.auth_token_file).is_file():
             try:
-                lines = Path(self.auth_token_file).read_text(encoding="utf-8").splitlines()
+                file_tokens = parse_token_file(Path(self.auth_token_file).read_text(encoding="utf-8"))
             except (OSError, UnicodeDecodeError) as exc:
                 problems.append(f"{_names('auth_token_file')}: cannot read {self.auth_token_file}: {exc}")
             else:
-                if not any(line.strip() and not line.lstrip().startswith("#") for line in lines):
+                if not file_tokens:
                     problems.append(
                         f"{_names('auth_token_file')}: {self.auth_token_file} holds no token "
                         "(every line is blank or a # comment)"
                     )
-        if self.auth_tokens is not None and not self.auth_tokens.replace(",", "\n").strip():
+        env_tokens = parse_token_list(self.auth_tokens) if self.auth_tokens is not None else []
+        if self.auth_tokens is not None and not env_tokens:
             problems.append(f"{ENV_PREFIX}AUTH_TOKENS: holds no token")
+        # Not a field: never in a repr, a comparison, `dataclasses.asdict` or the config log.
+        object.__setattr__(self, "_accepted_tokens", (*file_tokens, *env_tokens))
         positive = (
             "max_text_chars",
             "max_batch_items",
@@ -281,6 +295,11 @@ class ServerConfig:
     @property
     def mode(self) -> Mode:
         return Mode(self.default_mode)
+
+    @property
+    def accepted_tokens(self) -> tuple[str, ...]:
+        """Bearer tokens of --auth-token-file then PROMPTGATE_AUTH_TOKENS, as read at validation; empty: no auth."""
+        return self._accepted_tokens  # type: ignore[attr-defined,no-any-return]
 
     # -- what the engine is built with -------------------------------------------------
 
