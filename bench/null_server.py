@@ -45,7 +45,7 @@ class NullBackend:
 async def run(model: str, port: int) -> None:
     from transformers import AutoTokenizer
 
-    config = ServerConfig(model=model, host="127.0.0.1", port=port, log_level="warning", metrics_port=0)
+    config = ServerConfig(model=model, host="127.0.0.1", port=port, log_level="warning", metrics_port=None)
     handle = create_server(config)
     await handle.start()
     builder = PromptBuilder(AutoTokenizer.from_pretrained(model), resolve_profile(model))

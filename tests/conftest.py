@@ -5,10 +5,9 @@ from pathlib import Path
 
 import pytest
 
-from promptgate.server import ServerConfig
 from promptgate.trainer.tiny_model import build_tiny_model
 
-from .support import BackgroundServer, corpus_files
+from .support import BackgroundServer, corpus_files, server_config
 
 
 @pytest.fixture(scope="session")
@@ -24,22 +23,6 @@ def tiny_tokenizer(tiny_model: Path):
     from transformers import AutoTokenizer
 
     return AutoTokenizer.from_pretrained(tiny_model)
-
-
-def server_config(model: Path, **overrides: object) -> ServerConfig:
-    values: dict[str, object] = {
-        "model": str(model),
-        "host": "127.0.0.1",
-        "port": 0,
-        "engine": "transformers",
-        "max_rationale_tokens": 12,
-        "max_text_chars": 2000,
-        "max_batch_items": 1000,
-        "log_level": "warning",
-        "metrics_port": 0,  # tests that read metrics pick a free port
-    }
-    values.update(overrides)
-    return ServerConfig(**values)  # type: ignore[arg-type]
 
 
 @pytest.fixture(scope="session")

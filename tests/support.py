@@ -1,4 +1,5 @@
-"""Test support: tiny local models and a real server on port 0 in a background thread."""
+"""Test support: tiny local models, a real server on port 0 in a background thread, and what the
+tests share (`server_config`, `wait_until`, `scrape`). conftest.py holds the fixtures only."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import contextlib
 import socket
 import threading
 import time
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -36,12 +37,34 @@ def _shared_data() -> Path:
 
 SHARED_DATA = _shared_data()
 T = TypeVar("T")
+# Prometheus samples: {(sample name, sorted (label, value) pairs): value}.
+Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 
 
 def corpus_files() -> list[Path]:
     """Real labelled queries to train the tiny tokenizer on, where the checkout has them."""
     train = SHARED_DATA / "train.jsonl"
     return [train] if train.exists() else []
+
+
+def server_config(model: Path, **overrides: object) -> ServerConfig:
+    """The tests' server: the tiny model on the transformers engine, 127.0.0.1 port 0, metrics off.
+
+    Tests that read metrics pass `metrics_port=0` and read the port bound from the handle.
+    """
+    values: dict[str, object] = {
+        "model": str(model),
+        "host": "127.0.0.1",
+        "port": 0,
+        "engine": "transformers",
+        "max_rationale_tokens": 12,
+        "max_text_chars": 2000,
+        "max_batch_items": 1000,
+        "log_level": "warning",
+        "metrics_port": None,
+    }
+    values.update(overrides)
+    return ServerConfig(**values)  # type: ignore[arg-type]
 
 
 class BackgroundServer:
@@ -117,3 +140,28 @@ def wait_serving(target: str, timeout: float = 180) -> None:
                     return
             time.sleep(0.2)
     raise AssertionError(f"{target} never became SERVING")
+
+
+def wait_until(predicate: Callable[[], bool], timeout: float = 30.0, what: str = "condition") -> None:
+    """Poll `predicate` until it holds; fail after `timeout` seconds, saying what was awaited."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(0.01)
+
+
+def scrape(where: int | BackgroundServer) -> Samples:
+    """The /metrics of a metrics port on 127.0.0.1, or of a background server's, over HTTP."""
+    import httpx
+    from prometheus_client.parser import text_string_to_metric_families
+
+    if isinstance(where, BackgroundServer):
+        assert where.handle is not None and where.handle.metrics_port, "the server serves no metrics"
+        where = where.handle.metrics_port
+    text = httpx.get(f"http://127.0.0.1:{where}/metrics", timeout=10).text
+    return {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+    }

@@ -34,8 +34,7 @@ import yaml
 
 from promptgate.server.config import ServerConfig
 
-from .conftest import server_config
-from .support import REPO, BackgroundServer, free_port, wait_serving
+from .support import REPO, BackgroundServer, free_port, server_config, wait_serving
 
 DOCKERFILE = REPO / "Dockerfile"
 DEPLOY = REPO / "deploy"

@@ -13,42 +13,20 @@ import collections
 import contextlib
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import grpc
-import httpx
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
 from promptgate.client import AsyncClient, Client, ResourceExhaustedError, ServiceError, Verdict
 from promptgate.v1 import classifier_pb2 as pb
 from promptgate.v1 import classifier_pb2_grpc as pb_grpc
 
-from ..conftest import server_config
-from ..support import BackgroundServer, free_port
+from ..support import BackgroundServer, scrape, server_config, wait_until
 
 MAX_QUEUE = 8
 PUSHBACK_KEY = "grpc-retry-pushback-ms"
-
-
-def wait_until(predicate: Callable[[], bool], timeout: float = 20.0, what: str = "condition") -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(0.005)
-
-
-def scrape(srv: BackgroundServer) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
-    """The server's /metrics over HTTP: {(sample name, sorted labels): value}."""
-    assert srv.handle is not None and srv.handle.metrics_port
-    text = httpx.get(f"http://127.0.0.1:{srv.handle.metrics_port}/metrics", timeout=10).text
-    return {
-        (s.name, tuple(sorted(s.labels.items()))): s.value
-        for family in text_string_to_metric_families(text)
-        for s in family.samples
-    }
 
 
 def depth(srv: BackgroundServer) -> int:
@@ -66,7 +44,7 @@ def engine_idle(srv: BackgroundServer) -> bool:
 def hog_server(tiny_model: Path) -> Iterator[BackgroundServer]:
     """max_queue 8, and a rationale bound so long that a REASONED call runs until cancelled."""
     config = server_config(
-        tiny_model, max_queue=MAX_QUEUE, max_batch_items=MAX_QUEUE, max_rationale_tokens=4000, metrics_port=free_port()
+        tiny_model, max_queue=MAX_QUEUE, max_batch_items=MAX_QUEUE, max_rationale_tokens=4000, metrics_port=0
     )
     with BackgroundServer(config) as srv:
         yield srv

@@ -20,8 +20,7 @@ from promptgate.server.canonicalize import canonicalize
 from promptgate.server.domain import Mode
 from promptgate.server.screening import window_starts
 
-from ..conftest import server_config
-from ..support import BackgroundServer
+from ..support import BackgroundServer, server_config
 
 WINDOW, OVERLAP = 24, 8
 FILLER = "The quarterly report covers revenue, staffing and the new office in Lisbon. " * 6

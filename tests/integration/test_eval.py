@@ -15,8 +15,7 @@ from promptgate.profiles import NARASIMHA_B
 from promptgate.trainer.evaluation import EvalReport, read_records, run_evaluation, stratified_head
 from promptgate.trainer.tiny_model import build_tiny_model
 
-from ..conftest import server_config
-from ..support import SHARED_DATA, corpus_files
+from ..support import SHARED_DATA, corpus_files, server_config
 
 TEST_FILE = SHARED_DATA / "test.jsonl"
 N_QUERIES = 40

@@ -20,13 +20,11 @@ import subprocess
 import sys
 import textwrap
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import grpc
-import httpx
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
 from promptgate.client import (
     AsyncClient,
@@ -41,19 +39,10 @@ from promptgate.client._channel import channel_target
 from promptgate.v1 import classifier_pb2 as pb
 from promptgate.v1 import classifier_pb2_grpc as pb_grpc
 
-from ..conftest import server_config
-from ..support import BackgroundServer, free_port, wait_serving
+from ..support import BackgroundServer, free_port, scrape, server_config, wait_serving, wait_until
 
 CLI = [sys.executable, "-m", "promptgate.cli"]
 SERVICE = "/promptgate.v1.ClassifierService/"
-
-
-def wait_until(predicate: Callable[[], bool], timeout: float = 30.0, what: str = "condition") -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(0.02)
 
 
 def classify_ok(srv: BackgroundServer) -> float:
@@ -242,7 +231,7 @@ def served(model: Path, log_path: Path, *flags: str) -> Iterator[tuple[str, subp
 def test_sigterm_under_load_answers_or_refuses_every_call(tiny_model: Path, tmp_path: Path) -> None:
     log_path = tmp_path / "server.log"
     steady, burst, after = 150, 200, 100
-    with served(tiny_model, log_path, "--metrics-port", "0", "--grace-period", "10") as (target, proc):
+    with served(tiny_model, log_path, "--metrics-port", "off", "--grace-period", "10") as (target, proc):
 
         async def load() -> collections.Counter[str]:
             async with AsyncClient(target, max_attempts=1, on_error="raise", timeout=60) as client:
@@ -313,8 +302,7 @@ _ABANDONING_CLIENT = textwrap.dedent(
 
 
 def _gauges(metrics_port: int) -> dict[str, float]:
-    text = httpx.get(f"http://127.0.0.1:{metrics_port}/metrics", timeout=10).text
-    return {s.name: s.value for f in text_string_to_metric_families(text) for s in f.samples if not s.labels}
+    return {name: value for (name, labels), value in scrape(metrics_port).items() if not labels}
 
 
 def test_killed_clients_leave_nothing_admitted(tiny_model: Path, tmp_path: Path) -> None:

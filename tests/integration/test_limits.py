@@ -22,8 +22,7 @@ from promptgate.server.domain import keep_both_ends
 from promptgate.v1 import classifier_pb2 as pb
 from promptgate.v1 import classifier_pb2_grpc as pb_grpc
 
-from ..conftest import server_config
-from ..support import BackgroundServer
+from ..support import BackgroundServer, server_config
 
 MAX_CHARS = 200
 MAX_TOKENS = 32

@@ -20,29 +20,16 @@ from pathlib import Path
 import grpc
 import httpx
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
 from promptgate.v1 import classifier_pb2 as pb
 from promptgate.v1 import classifier_pb2_grpc as pb_grpc
 
-from ..conftest import server_config
-from ..support import BackgroundServer, free_port, wait_serving
+from ..support import BackgroundServer, Samples, free_port, scrape, server_config, wait_serving
 
 CLI = [sys.executable, "-m", "promptgate.cli"]
 MAX_RATIONALE_TOKENS = 12
 _VERDICT = {pb.VERDICT_BENIGN: "benign", pb.VERDICT_MALICIOUS: "malicious"}
 _MODE = {pb.MODE_FAST: "fast", pb.MODE_REASONED: "reasoned"}
-
-Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
-
-
-def scrape(port: int) -> Samples:
-    text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=10).text
-    return {
-        (s.name, tuple(sorted(s.labels.items()))): s.value
-        for family in text_string_to_metric_families(text)
-        for s in family.samples
-    }
 
 
 def value(samples: Samples, name: str, **labels: str) -> float:
@@ -57,7 +44,7 @@ def total(samples: Samples, name: str, **labels: str) -> float:
 @pytest.fixture
 def metered(tiny_model: Path) -> Iterator[BackgroundServer]:
     """A fresh server per test, so every count below is exact."""
-    config = server_config(tiny_model, max_rationale_tokens=MAX_RATIONALE_TOKENS, metrics_port=free_port())
+    config = server_config(tiny_model, max_rationale_tokens=MAX_RATIONALE_TOKENS, metrics_port=0)
     with BackgroundServer(config) as srv:
         yield srv
 
@@ -126,9 +113,7 @@ def test_metrics_count_what_the_clients_were_answered(metered: BackgroundServer)
 
 
 def test_queue_depth_and_overload_rejections_while_full(tiny_model: Path) -> None:
-    config = server_config(
-        tiny_model, max_queue=2, max_batch_items=2, max_rationale_tokens=4000, metrics_port=free_port()
-    )
+    config = server_config(tiny_model, max_queue=2, max_batch_items=2, max_rationale_tokens=4000, metrics_port=0)
     with BackgroundServer(config) as srv, grpc.insecure_channel(srv.target) as channel:
         assert srv.handle is not None and srv.handle.metrics_port
         stub = pb_grpc.ClassifierServiceStub(channel)
@@ -290,9 +275,16 @@ def test_served_process_logs_json_with_request_ids_and_text_only_when_asked(tiny
     assert config["log_query_text"] is False and config["metrics_port"] == quiet_metrics
 
 
-def test_metrics_port_zero_serves_no_metrics(tiny_model: Path) -> None:
-    with BackgroundServer(server_config(tiny_model, metrics_port=0)) as srv:
+def test_metrics_port_off_serves_no_metrics(tiny_model: Path) -> None:
+    with BackgroundServer(server_config(tiny_model, metrics_port=None)) as srv:
         assert srv.handle is not None and srv.handle.metrics_port is None
+
+
+def test_metrics_port_zero_serves_on_a_free_port(tiny_model: Path) -> None:
+    # As --port 0: the handle holds the port the endpoint was bound to.
+    with BackgroundServer(server_config(tiny_model, metrics_port=0)) as srv:
+        assert srv.handle is not None and srv.handle.metrics_port not in (None, 0)
+        assert value(scrape(srv), "promptgate_queue_limit") == srv.config.max_queue
 
 
 def test_metrics_endpoint_closes_with_the_server(tiny_model: Path) -> None:

@@ -27,8 +27,7 @@ from promptgate.server import Query, Screening
 from promptgate.server.local import as_served
 from promptgate.trainer.evaluation import run_evaluation
 
-from ..conftest import server_config
-from ..support import SHARED_DATA, BackgroundServer
+from ..support import SHARED_DATA, BackgroundServer, server_config
 
 MAX_CHARS = 1200
 MAX_TOKENS = 96

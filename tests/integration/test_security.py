@@ -17,10 +17,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import grpc
-import httpx
 import pytest
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
-from prometheus_client.parser import text_string_to_metric_families
 
 from promptgate.client import (
     AsyncClient,
@@ -36,8 +34,7 @@ from promptgate.v1 import classifier_pb2 as pb
 from promptgate.v1 import classifier_pb2_grpc as pb_grpc
 
 from ..certs import Pki, write_pki
-from ..conftest import server_config
-from ..support import BackgroundServer, free_port, wait_serving
+from ..support import BackgroundServer, free_port, scrape, server_config, wait_serving
 
 CLI = [sys.executable, "-m", "promptgate.cli"]
 # Tokens of the token server: two from the file (one commented out), three from the
@@ -85,21 +82,13 @@ def token_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def token_server(tiny_model: Path, token_file: Path) -> Iterator[BackgroundServer]:
-    config = server_config(
-        tiny_model, auth_token_file=str(token_file), auth_tokens=ENV_TOKENS, metrics_port=free_port()
-    )
+    config = server_config(tiny_model, auth_token_file=str(token_file), auth_tokens=ENV_TOKENS, metrics_port=0)
     with BackgroundServer(config) as srv:
         yield srv
 
 
 def _requests_total(srv: BackgroundServer, rpc: str, code: str) -> float:
-    assert srv.handle is not None and srv.handle.metrics_port
-    text = httpx.get(f"http://127.0.0.1:{srv.handle.metrics_port}/metrics", timeout=10).text
-    for family in text_string_to_metric_families(text):
-        for sample in family.samples:
-            if sample.name == "promptgate_requests_total" and sample.labels == {"rpc": rpc, "code": code}:
-                return sample.value
-    return 0.0
+    return scrape(srv).get(("promptgate_requests_total", (("code", code), ("rpc", rpc))), 0.0)
 
 
 def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
@@ -360,7 +349,7 @@ def test_served_process_never_logs_a_token(tiny_model: Path, token_file: Path, t
     env = {**os.environ, "PROMPTGATE_AUTH_TOKENS": "env-s3cret-token"}
     cmd = [
         *CLI, "serve", "--model", str(tiny_model), "--engine", "transformers", "--host", "127.0.0.1",
-        "--port", str(port), "--metrics-port", "0", "--auth-token-file", str(token_file), "--grace-period", "2",
+        "--port", str(port), "--metrics-port", "off", "--auth-token-file", str(token_file), "--grace-period", "2",
         "--log-level", "debug",
     ]  # fmt: skip
     with open(log_path, "w") as log:

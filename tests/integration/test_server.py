@@ -25,8 +25,7 @@ from promptgate.client import (
 from promptgate.v1 import classifier_pb2 as pb
 from promptgate.v1 import classifier_pb2_grpc as pb_grpc
 
-from ..conftest import server_config
-from ..support import BackgroundServer
+from ..support import BackgroundServer, server_config
 
 TEXTS = [
     "What time is it in Tokyo?",
@@ -185,10 +184,23 @@ async def test_async_client_mirrors_the_sync_one(server: BackgroundServer) -> No
         assert sync.classify(TEXTS[3]).malicious_probability == pytest.approx(one.malicious_probability)
 
 
+def _forward_passes(server: BackgroundServer) -> tuple[float, float]:
+    """(forward passes, passes of one sequence) so far: the engine batch-size histogram."""
+    assert server.handle is not None
+    registry = server.handle.metrics.registry
+    passes = registry.get_sample_value("promptgate_engine_batch_size_count") or 0.0
+    singles = registry.get_sample_value("promptgate_engine_batch_size_bucket", {"le": "1.0"}) or 0.0
+    return passes, singles
+
+
 async def test_concurrent_calls_are_batched_together(server: BackgroundServer) -> None:
+    passes_before, singles_before = _forward_passes(server)
     async with AsyncClient(server.target) as client:
         results = await asyncio.gather(*(client.classify(f"{TEXTS[i % 4]} {i}", id=str(i)) for i in range(64)))
     assert [r.id for r in results] == [str(i) for i in range(64)]
+    passes, singles = _forward_passes(server)
+    # The backend reports each forward pass's batch size: some pass must have held several calls' queries.
+    assert passes - passes_before > singles - singles_before, "every forward pass held a single sequence"
 
 
 def _backend_idle(server: BackgroundServer, timeout: float = 5.0) -> bool:

@@ -18,8 +18,7 @@ import yaml
 
 from promptgate.client import Client
 
-from ..conftest import server_config
-from ..support import REPO, SHARED_DATA, BackgroundServer
+from ..support import REPO, SHARED_DATA, BackgroundServer, server_config
 
 pytestmark = pytest.mark.skipif(
     not (SHARED_DATA / "train.jsonl").is_file(), reason="needs ../shared/data (the labelled data)"

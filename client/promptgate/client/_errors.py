@@ -45,30 +45,44 @@ class ServiceError(PromptgateError):
 
 
 class InvalidArgumentError(ServiceError):
+    """The request was wrong (empty text, a bad threshold, text over a limit): do not retry it."""
+
     code = grpc.StatusCode.INVALID_ARGUMENT
 
 
 class UnauthenticatedError(ServiceError):
+    """The server asks for a bearer token and none, or a wrong one, was sent."""
+
     code = grpc.StatusCode.UNAUTHENTICATED
 
 
 class ResourceExhaustedError(ServiceError):
+    """The server is overloaded (its queue is full): retry later."""
+
     code = grpc.StatusCode.RESOURCE_EXHAUSTED
 
 
 class DeadlineExceededError(ServiceError):
+    """The call ran past its deadline (`timeout`)."""
+
     code = grpc.StatusCode.DEADLINE_EXCEEDED
 
 
 class UnavailableError(ServiceError):
+    """The server is loading, shutting down or unreachable (the channel already retried)."""
+
     code = grpc.StatusCode.UNAVAILABLE
 
 
 class CancelledError(ServiceError):
+    """The call was cancelled before it finished."""
+
     code = grpc.StatusCode.CANCELLED
 
 
 class InternalError(ServiceError):
+    """Any other failure: a server bug or a broken engine."""
+
     code = grpc.StatusCode.INTERNAL
 
 

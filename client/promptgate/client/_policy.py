@@ -19,6 +19,8 @@ from ._types import Classification, ItemError, Mode, Verdict, parse_response
 
 
 class FailurePolicy(enum.StrEnum):
+    """What a query that could not be screened gets: a malicious verdict (the default), a benign one, or the error."""
+
     FAIL_CLOSED = "fail_closed"
     FAIL_OPEN = "fail_open"
     RAISE = "raise"

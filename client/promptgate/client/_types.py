@@ -19,6 +19,8 @@ class Mode(enum.StrEnum):
 
 
 class Verdict(enum.StrEnum):
+    """What the server decided a query is."""
+
     BENIGN = "benign"
     MALICIOUS = "malicious"
 
@@ -68,6 +70,8 @@ class ScreenRequest:
 
 @dataclass(frozen=True)
 class LabelScore:
+    """The probability of one of the model's labels for a query (`Classification.label_scores`)."""
+
     label: str
     probability: float
 
@@ -175,6 +179,8 @@ class DocumentResult:
 
 @dataclass(frozen=True)
 class LabelInfo:
+    """One label of the served model's profile: its text, the verdict it stands for and its attack category."""
+
     label: str
     verdict: Verdict
     category: str
@@ -182,6 +188,8 @@ class LabelInfo:
 
 @dataclass(frozen=True)
 class ModelInfo:
+    """What a server serves (`model_info()`): the model, its labels, the engine, the defaults and the limits."""
+
     model: str
     profile: str
     labels: tuple[LabelInfo, ...]

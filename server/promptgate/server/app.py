@@ -54,7 +54,7 @@ class ServerHandle:
         """Start taking calls (health NOT_SERVING until `attach_engine`) and the metrics endpoint."""
         await self.set_serving(False)
         await self.server.start()
-        if self.config.metrics_port:
+        if self.config.metrics_port is not None:  # 0 binds a free port: the handle holds the one bound
             self.metrics_port = self.metrics.serve_http(self.config.metrics_host, self.config.metrics_port)
 
     async def set_serving(self, serving: bool) -> None:

@@ -10,20 +10,53 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-from collections.abc import Mapping, Sequence
+import functools
+import types
+import typing
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 from .canonicalize import CanonicalizeOptions
 from .domain import Mode
 
+if TYPE_CHECKING:
+    from .engine.base import ScreeningSettings
+    from .engine.vllm_backend import VllmSettings
+
 ENV_PREFIX = "PROMPTGATE_"
 DEFAULT_MODEL = "sarthakrastogi/narasimha-b-0.6b"
+_S = TypeVar("_S")
 
 
 class ConfigError(ValueError):
     """A configuration value is invalid; the message names the flag and the variable."""
+
+
+def parse_port(raw: str) -> int | None:
+    """A port setting: a port number (0 picks a free one) or `off` (None: nothing listens)."""
+    value = raw.strip().lower()
+    if value == "off":
+        return None
+    try:
+        return int(value)
+    except ValueError:
+        raise ValueError("expected a port number or off") from None
+
+
+# A port that can be turned off: `--flag 0` picks a free port, `--flag off` serves nothing.
+PortOrOff = Annotated[int | None, parse_port]
+
+
+def parse_token_file(text: str) -> list[str]:
+    """The tokens of an --auth-token-file: one per line; blank lines and `#` comments skipped."""
+    return [line.strip() for line in text.splitlines() if line.strip() and not line.lstrip().startswith("#")]
+
+
+def parse_token_list(text: str) -> list[str]:
+    """The tokens of PROMPTGATE_AUTH_TOKENS: comma- or newline-separated."""
+    return [t.strip() for t in text.replace(",", "\n").splitlines() if t.strip()]
 
 
 def _opt(help: str, choices: Sequence[str] | None = None, *, secret: bool = False) -> Any:
@@ -176,9 +209,12 @@ class ServerConfig:
         default=False,
         metadata=_opt("Put the raw query text in the per-query log lines (off: queries may hold personal data)."),
     )
-    metrics_port: int = field(
+    metrics_port: PortOrOff = field(
         default=9090,
-        metadata=_opt("Port of the Prometheus /metrics endpoint (plain HTTP, apart from the gRPC port); 0: off."),
+        metadata=_opt(
+            "Port of the Prometheus /metrics endpoint (plain HTTP, apart from the gRPC port); 0 picks a free one, "
+            "off serves none."
+        ),
     )
     metrics_host: str = field(default="0.0.0.0", metadata=_opt("Address the metrics endpoint listens on."))
     tls_cert: str | None = field(
@@ -220,8 +256,9 @@ class ServerConfig:
         if not 0.0 <= self.auto_band <= 0.5:
             problems.append(f"{_names('auto_band')}: {self.auto_band} is not in [0, 0.5]")
         for name in ("port", "metrics_port"):
-            if not 0 <= getattr(self, name) <= 65535:
-                problems.append(f"{_names(name)}: {getattr(self, name)} is not a port")
+            value = getattr(self, name)
+            if value is not None and not 0 <= value <= 65535:
+                problems.append(f"{_names(name)}: {value} is not a port")
         if self.max_batch_items > self.max_queue:
             problems.append(
                 f"{_names('max_queue')}: {self.max_queue} is below --max-batch-items ({self.max_batch_items}): "
@@ -236,20 +273,24 @@ class ServerConfig:
             if path is not None and not Path(path).is_file():
                 problems.append(f"{_names(name)}: {path} is not a readable file")
         # Token auth asked for but no token in it (an empty secret, every line commented out)
-        # would serve everyone: refuse to start instead. Same rule as security.load_tokens.
+        # would serve everyone: refuse to start instead. The file is read here, once.
+        file_tokens: list[str] = []
         if self.auth_token_file is not None and Path(self.auth_token_file).is_file():
             try:
-                lines = Path(self.auth_token_file).read_text(encoding="utf-8").splitlines()
+                file_tokens = parse_token_file(Path(self.auth_token_file).read_text(encoding="utf-8"))
             except (OSError, UnicodeDecodeError) as exc:
                 problems.append(f"{_names('auth_token_file')}: cannot read {self.auth_token_file}: {exc}")
             else:
-                if not any(line.strip() and not line.lstrip().startswith("#") for line in lines):
+                if not file_tokens:
                     problems.append(
                         f"{_names('auth_token_file')}: {self.auth_token_file} holds no token "
                         "(every line is blank or a # comment)"
                     )
-        if self.auth_tokens is not None and not self.auth_tokens.replace(",", "\n").strip():
+        env_tokens = parse_token_list(self.auth_tokens) if self.auth_tokens is not None else []
+        if self.auth_tokens is not None and not env_tokens:
             problems.append(f"{ENV_PREFIX}AUTH_TOKENS: holds no token")
+        # Not a field: never in a repr, a comparison, `dataclasses.asdict` or the config log.
+        object.__setattr__(self, "_accepted_tokens", (*file_tokens, *env_tokens))
         positive = (
             "max_text_chars",
             "max_batch_items",
@@ -307,6 +348,51 @@ class ServerConfig:
         """The canonicalization `canonicalize_steps` asks for; decoding never yields more than the text limit."""
         return CanonicalizeOptions.from_steps(self.canonicalize_steps, max_decoded_chars=self.max_text_chars)
 
+    @property
+    def accepted_tokens(self) -> tuple[str, ...]:
+        """Bearer tokens of --auth-token-file then PROMPTGATE_AUTH_TOKENS, as read at validation; empty: no auth."""
+        return self._accepted_tokens  # type: ignore[attr-defined,no-any-return]
+
+    # -- what the engine is built with -------------------------------------------------
+
+    def screening_settings(self) -> ScreeningSettings:
+        """The screening engine's settings (modes, threshold, limits)."""
+        from .engine.base import ScreeningSettings
+
+        return self._settings(ScreeningSettings, default_mode=self.mode)
+
+    def vllm_settings(self, max_logprobs: int) -> VllmSettings:
+        """The vLLM backend's engine arguments; `max_logprobs` comes from the model's label tries."""
+        from .engine.vllm_backend import VllmSettings
+
+        return self._settings(VllmSettings, max_logprobs=max_logprobs)
+
+    def transformers_options(self) -> dict[str, Any]:
+        """Keyword arguments of `TransformersBackend` (apart from the model and the pad token)."""
+        return {
+            "device": self.device,
+            "dtype": self.dtype,
+            "max_batch_size": self.max_engine_batch,
+            "max_batch_tokens": self.max_engine_batch_tokens,
+            "max_model_len": self.max_model_len,
+        }
+
+    def _settings(self, cls: type[_S], **given: Any) -> _S:
+        """`cls(...)` with each field from the setting of the same name, apart from `given`.
+
+        A field with no setting of its name must be given: a settings class that gains a
+        field fails here, naming it, instead of silently running on the field's default.
+        """
+        mine = {f.name for f in dataclasses.fields(self)}
+        values = dict(given)
+        for f in dataclasses.fields(cls):  # type: ignore[arg-type]
+            if f.name in given:
+                continue
+            if f.name not in mine:
+                raise TypeError(f"{cls.__name__}.{f.name} is no server setting: pass it")
+            values[f.name] = getattr(self, f.name)
+        return cls(**values)
+
     def as_log_dict(self) -> dict[str, Any]:
         values = dataclasses.asdict(self)
         for f in dataclasses.fields(self):
@@ -322,7 +408,7 @@ class ServerConfig:
         for f in dataclasses.fields(cls):
             if f.metadata.get("secret"):
                 continue
-            kind = _field_type(f)
+            kind = _flag_type(_field_type(f))
             help_text = f"{f.metadata['help']} [env {ENV_PREFIX}{f.name.upper()}; default {f.default!r}]"
             parser.add_argument(
                 _flag(f.name),
@@ -339,7 +425,7 @@ class ServerConfig:
         for f in dataclasses.fields(cls):
             flag_value = getattr(args, f.name, None) if args is not None and not f.metadata.get("secret") else None
             if flag_value is not None:
-                values[f.name] = flag_value
+                values[f.name] = None if flag_value is _OFF else flag_value
                 continue
             raw = environ.get(ENV_PREFIX + f.name.upper())
             if raw is None or raw == "":
@@ -360,15 +446,50 @@ def _parse_bool(raw: str) -> bool:
     raise ValueError("expected true or false")
 
 
-def _field_type(f: dataclasses.Field[Any]) -> Any:
-    annotation = str(f.type)
-    if annotation.startswith("bool"):
-        return _parse_bool
-    if annotation.startswith("int"):
-        return int
-    if annotation.startswith("float"):
-        return float
-    return str
+_PARSERS: dict[Any, Callable[[str], Any]] = {bool: _parse_bool, int: int, float: float, str: str}
+
+
+@functools.cache
+def _type_hints() -> dict[str, Any]:
+    return typing.get_type_hints(ServerConfig, include_extras=True)
+
+
+def _field_type(f: dataclasses.Field[Any]) -> Callable[[str], Any]:
+    """The parser of a setting's text (flag or environment), from its type hint.
+
+    `Annotated[T, parser]` names its parser; `T | None` parses as `T` (None is the unset default).
+    """
+    hint = _type_hints()[f.name]
+    if typing.get_origin(hint) is Annotated:
+        parser = next((x for x in hint.__metadata__ if callable(x)), None)
+        if parser is not None:
+            return parser
+        hint = typing.get_args(hint)[0]
+    if typing.get_origin(hint) in (types.UnionType, typing.Union):
+        members = [t for t in typing.get_args(hint) if t is not type(None)]
+        hint = members[0] if len(members) == 1 else hint
+    if hint not in _PARSERS:
+        raise TypeError(f"setting {f.name}: no parser for {hint!r}")  # a bug in this module
+    return _PARSERS[hint]
+
+
+class _Off:
+    """What a flag parses to when its setting is said to be off (argparse's None means "not given")."""
+
+    def __repr__(self) -> str:
+        return "off"
+
+
+_OFF = _Off()
+
+
+def _flag_type(parse: Callable[[str], Any]) -> Callable[[str], Any]:
+    def convert(raw: str) -> Any:
+        value = parse(raw)
+        return _OFF if value is None else value
+
+    convert.__name__ = parse.__name__  # argparse names it in "invalid ... value"
+    return convert
 
 
 def _flag(name: str) -> str:

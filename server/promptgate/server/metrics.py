@@ -100,7 +100,7 @@ class ServerMetrics:
         self.engine_running.set_function(running)
 
     def serve_http(self, host: str, port: int) -> int:
-        """Start the /metrics endpoint in a daemon thread; returns the bound port."""
+        """Start the /metrics endpoint in a daemon thread; returns the bound port (port 0 binds a free one)."""
         self._http, self._thread = start_http_server(port, addr=host, registry=self.registry)
         return int(self._http.server_port)
 

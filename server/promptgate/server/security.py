@@ -42,14 +42,12 @@ def server_credentials(config: ServerConfig) -> grpc.ServerCredentials | None:
 
 
 def load_tokens(config: ServerConfig) -> list[str]:
-    """Accepted tokens from --auth-token-file and PROMPTGATE_AUTH_TOKENS; empty: no auth."""
-    tokens: list[str] = []
-    if config.auth_token_file:
-        lines = Path(config.auth_token_file).read_text(encoding="utf-8").splitlines()
-        tokens += [line.strip() for line in lines if line.strip() and not line.lstrip().startswith("#")]
-    if config.auth_tokens:
-        tokens += [t.strip() for t in config.auth_tokens.replace(",", "\n").splitlines() if t.strip()]
-    return tokens
+    """Accepted tokens from --auth-token-file and PROMPTGATE_AUTH_TOKENS; empty: no auth.
+
+    The configuration read and parsed them when it was validated (`ServerConfig.accepted_tokens`):
+    the file is read once, and what was checked to hold a token is what is served.
+    """
+    return list(config.accepted_tokens)
 
 
 def _digest(token: str) -> bytes:

@@ -8,7 +8,7 @@ from promptgate.profiles import PromptBuilder, resolve_profile
 
 from ..config import ServerConfig
 from ..scoring import LabelTrie
-from .base import ModelBackend, ScreeningEngine, ScreeningSettings
+from .base import ModelBackend, ScreeningEngine
 
 VLLM_MISSING = (
     "--engine vllm: vLLM is not installed; pip install 'promptgate[vllm]' on a GPU machine, or "
@@ -35,36 +35,13 @@ def pick_engine(requested: str, available: list[str]) -> str:
 def build_backend(config: ServerConfig, pad_token_id: int, max_logprobs: int) -> ModelBackend:
     engine = pick_engine(config.engine, available_engines())
     if engine == "vllm":
-        from .vllm_backend import VllmBackend, VllmSettings
+        from .vllm_backend import VllmBackend
 
-        return VllmBackend(
-            config.model,
-            VllmSettings(
-                dtype=config.dtype,
-                max_model_len=config.max_model_len,
-                max_num_batched_tokens=config.max_num_batched_tokens,
-                max_num_seqs=config.max_num_seqs,
-                gpu_memory_utilization=config.gpu_memory_utilization,
-                tensor_parallel_size=config.tensor_parallel_size,
-                data_parallel_size=config.data_parallel_size,
-                enforce_eager=config.enforce_eager,
-                kv_cache_memory_gib=config.kv_cache_memory_gib,
-                block_size=config.block_size,
-                max_logprobs=max_logprobs,
-            ),
-        )
+        return VllmBackend(config.model, config.vllm_settings(max_logprobs))
     if engine == "transformers":
         from .transformers_backend import TransformersBackend
 
-        return TransformersBackend(
-            config.model,
-            pad_token_id=pad_token_id,
-            device=config.device,
-            dtype=config.dtype,
-            max_batch_size=config.max_engine_batch,
-            max_batch_tokens=config.max_engine_batch_tokens,
-            max_model_len=config.max_model_len,
-        )
+        return TransformersBackend(config.model, pad_token_id=pad_token_id, **config.transformers_options())
     raise ValueError(f"unknown engine {engine!r}")
 
 
@@ -89,13 +66,7 @@ async def load_engine(config: ServerConfig) -> ScreeningEngine:
         LabelTrie(seqs.labels).max_branching, LabelTrie(seqs.categories).max_branching if seqs.categories else 0
     )
     backend = build_backend(config, pad_token_id=int(pad), max_logprobs=max(20, widest))
-    settings = ScreeningSettings(
-        default_mode=config.mode,
-        threshold=config.threshold,
-        auto_band=config.auto_band,
-        max_rationale_tokens=config.max_rationale_tokens,
-        max_text_tokens=config.max_text_tokens,
-    )
+    settings = config.screening_settings()
     await backend.start()
     try:
         return ScreeningEngine(model_id=config.model, backend=backend, builder=builder, settings=settings)

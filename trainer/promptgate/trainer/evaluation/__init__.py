@@ -16,7 +16,8 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from .records import DataError, read_records, stratified_head
     from .report import headline_table, render_markdown, write_report
-    from .runner import EvalReport, Prediction, QueryFailure, run_evaluation, run_evaluation_async
+    from .runner import run_evaluation, run_evaluation_async
+    from .types import EvalReport, Prediction, QueryFailure
 
 __all__ = [
     "DataError",
@@ -39,9 +40,9 @@ _HOME = {
     "headline_table": "report",
     "render_markdown": "report",
     "write_report": "report",
-    "EvalReport": "runner",
-    "Prediction": "runner",
-    "QueryFailure": "runner",
+    "EvalReport": "types",
+    "Prediction": "types",
+    "QueryFailure": "types",
     "run_evaluation": "runner",
     "run_evaluation_async": "runner",
 }

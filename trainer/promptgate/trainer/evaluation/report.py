@@ -8,10 +8,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .runner import ALL_FILES
+from .types import ALL_FILES
 
 if TYPE_CHECKING:
-    from .runner import EvalReport
+    from .types import EvalReport
 
 __all__ = ["headline_table", "render_markdown", "write_report"]
 

@@ -11,7 +11,7 @@ from . import metrics
 from .records import MALICIOUS
 
 if TYPE_CHECKING:
-    from .runner import Prediction, QueryFailure
+    from .types import Prediction, QueryFailure
 
 __all__ = ["summarize"]
 

@@ -33,6 +33,7 @@ if TYPE_CHECKING:
     from datasets import Dataset
 
 __all__ = [
+    "DataFiles",
     "ExampleLike",
     "TokenizedSplit",
     "TrainingRow",
@@ -71,6 +72,21 @@ class TrainingRow:
     label: str  # 'malicious' or 'benign'
     category: str | None
     rationale: str | None
+
+
+@dataclass
+class DataFiles:
+    """The files a run read, with their digests and counts (for the model card)."""
+
+    train: Path
+    val: Path | None
+    excluded_files: list[Path] = field(default_factory=list)
+    eval_files: list[Path] = field(default_factory=list)
+    info: list[dict[str, Any]] = field(default_factory=list)
+    excluded_train: int = 0
+    excluded_val: int = 0
+    limited_from: int | None = None
+    prepare_summary: str | None = None
 
 
 def file_sha256(path: str | Path) -> str:

@@ -17,8 +17,8 @@ from typing import TYPE_CHECKING, Any
 from promptgate.profiles import ModelProfile, qwen3_chat_template
 
 if TYPE_CHECKING:
+    from .dataset import DataFiles
     from .recipe import Recipe
-    from .train import DataFiles
 
 __all__ = ["export_model", "loss_curve", "write_model_card"]
 

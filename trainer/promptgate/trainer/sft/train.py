@@ -22,7 +22,7 @@ import json
 import math
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -30,7 +30,16 @@ import yaml
 
 from promptgate.profiles import BUILTIN_PROFILES, ModelProfile, PromptBuilder, qwen3_chat_template
 
-from .dataset import TokenizedSplit, assign_rationales, drop_excluded, file_sha256, stratified_limit, tokenize_rows
+from .dataset import (
+    DataFiles,
+    TokenizedSplit,
+    assign_rationales,
+    drop_excluded,
+    file_sha256,
+    stratified_limit,
+    tokenize_rows,
+)
+from .export import RESOLVED_RECIPE, export_model, write_model_card
 from .recipe import Recipe, dump_recipe
 
 if TYPE_CHECKING:
@@ -38,7 +47,6 @@ if TYPE_CHECKING:
 
 __all__ = ["DataFiles", "TrainError", "TrainResult", "last_complete_checkpoint", "load_profile", "run_training"]
 
-RESOLVED_RECIPE = "recipe.resolved.yaml"
 # Sections of the recipe that decide what a checkpoint contains: resuming under different
 # values would continue a different run.
 _RUN_DEFINING = ("model", "profile", "data", "training", "lora")
@@ -46,21 +54,6 @@ _RUN_DEFINING = ("model", "profile", "data", "training", "lora")
 
 class TrainError(RuntimeError):
     """Training cannot start or go on; the message says why and what to do."""
-
-
-@dataclass
-class DataFiles:
-    """The files a run read, with their digests and counts (for the model card)."""
-
-    train: Path
-    val: Path | None
-    excluded_files: list[Path] = field(default_factory=list)
-    eval_files: list[Path] = field(default_factory=list)
-    info: list[dict[str, Any]] = field(default_factory=list)
-    excluded_train: int = 0
-    excluded_val: int = 0
-    limited_from: int | None = None
-    prepare_summary: str | None = None
 
 
 @dataclass
@@ -501,8 +494,6 @@ def run_training(
     train_seconds = time.monotonic() - started
     global_step = int(trainer.state.global_step)
     say(f"trained to step {global_step} in {train_seconds:.0f} s")
-
-    from .export import export_model, write_model_card
 
     export_dir = (out / recipe.export.dir).resolve()
     trained_profile = dataclasses.replace(

@@ -1,0 +1,123 @@
+"""What an evaluation produces: predictions, refused queries, the report, and their constants.
+
+Shared by the runner (which makes them), the summary and the report writer (which read
+them); nothing here imports those modules, so none of them imports another in a circle.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from promptgate.trainer.data import Example
+
+__all__ = ["ALL_FILES", "HEADLINE_KEYS", "MODES", "EvalReport", "Prediction", "QueryFailure"]
+
+MODES = ("fast", "reasoned", "auto")
+HEADLINE_KEYS = (
+    "n",
+    "accuracy",
+    "precision",
+    "recall",
+    "f1",
+    "fpr",
+    "roc_auc",
+    "ece",
+    "recall_at_1pct_fpr",
+    "recall_at_5pct_fpr",
+)
+# The `file` of the pooled result over every data file (present when there are several).
+ALL_FILES = "ALL"
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """The engine's answer for one record in one requested mode."""
+
+    file: str
+    record: Example
+    mode: str  # the mode asked for
+    scored_mode: str  # the mode that produced the scores (AUTO resolves to fast or reasoned)
+    verdict: str
+    malicious_probability: float
+    category_predicted: str | None
+    rationale: str
+    latency_ms: float
+
+    def to_dict(self) -> dict[str, Any]:
+        """The predictions.jsonl line (the evaluation area's contract, plus `scored_mode`)."""
+        rec = self.record
+        return {
+            "file": self.file,
+            "id": rec.id,
+            "text": rec.text,
+            "label": rec.label,
+            "category": rec.category,
+            "source": rec.source,
+            "mode": self.mode,
+            "verdict": self.verdict,
+            "malicious_probability": self.malicious_probability,
+            "category_predicted": self.category_predicted,
+            "rationale": self.rationale,
+            "latency_ms": self.latency_ms,
+            "scored_mode": self.scored_mode,
+        }
+
+
+@dataclass(frozen=True)
+class QueryFailure:
+    """A record the engine refused (as the server would, e.g. text over the token limit)."""
+
+    file: str
+    id: str
+    mode: str
+    reason: str
+
+
+@dataclass
+class EvalReport:
+    """Everything an evaluation measured. `results` holds one entry per (file, mode)."""
+
+    meta: dict[str, Any]
+    results: list[dict[str, Any]]
+    warnings: list[str]
+    notes: list[str]
+    predictions: list[Prediction] = field(repr=False)
+    failures: list[QueryFailure] = field(repr=False)
+    out_dir: Path | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            **self.meta,
+            "warnings": list(self.warnings),
+            "notes": list(self.notes),
+            "results": self.results,
+            "failures": [dataclasses.asdict(f) for f in self.failures],
+        }
+
+    @property
+    def modes(self) -> list[str]:
+        return list(dict.fromkeys(r["mode"] for r in self.results))
+
+    def result(self, mode: str, file: str | Path | None = None) -> dict[str, Any]:
+        """The result of `mode` on `file`; by default the only file's, or the pooled one."""
+        files = self.meta["data_files"]
+        if file is None:
+            file = files[0] if len(files) == 1 else ALL_FILES
+        file = str(file)
+        for r in self.results:
+            if r["mode"] == mode and r["file"] == file:
+                return r
+        raise KeyError(f"no result for mode {mode!r} on {file!r}; evaluated modes: {self.modes}")
+
+    def headline(self, mode: str, file: str | Path | None = None) -> dict[str, Any]:
+        """n, accuracy, precision, recall, F1, FPR, ROC-AUC, ECE and recall at 1% / 5% FPR."""
+        r = self.result(mode, file)
+        return {key: r[key] for key in HEADLINE_KEYS}
+
+    @property
+    def collapsed(self) -> bool:
+        return any(r["collapse"] for r in self.results)
