@@ -51,6 +51,8 @@ def server_config(model: Path, **overrides: object) -> ServerConfig:
     """The tests' server: the tiny model on the transformers engine, 127.0.0.1 port 0, metrics off.
 
     Tests that read metrics pass `metrics_port=0` and read the port bound from the handle.
+    The result cache is off: tests of load, cancellation and backpressure send the same text
+    many times and mean the engine to work on each; the cache's own tests turn it on.
     """
     values: dict[str, object] = {
         "model": str(model),
@@ -62,6 +64,7 @@ def server_config(model: Path, **overrides: object) -> ServerConfig:
         "max_batch_items": 1000,
         "log_level": "warning",
         "metrics_port": None,
+        "result_cache_size": None,
     }
     values.update(overrides)
     return ServerConfig(**values)  # type: ignore[arg-type]

@@ -81,6 +81,10 @@ class ServerHandle:
         self.screening = screening
         self.metrics.watch(lambda: screening.stats().running)
         screening.observe_batches(self.metrics.batch_size.observe)
+        if screening.cache is not None:
+            cache, lookups = screening.cache, self.metrics.result_cache_lookups
+            cache.on_lookup = lambda hit: lookups.labels(result="hit" if hit else "miss").inc()
+            self.metrics.result_cache_entries.set_function(lambda: len(cache))
         self.servicer.attach(screening)
         await self.set_serving(True)
 

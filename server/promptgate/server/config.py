@@ -49,6 +49,17 @@ def parse_port(raw: str) -> int | None:
 PortOrOff = Annotated[int | None, parse_port]
 
 
+def parse_size(raw: str) -> int | None:
+    """A size that can be turned off: a positive count, or `off` (None)."""
+    value = raw.strip().lower()
+    if value == "off":
+        return None
+    return int(value)
+
+
+SizeOrOff = Annotated[int | None, parse_size]
+
+
 def parse_token_file(text: str) -> list[str]:
     """The tokens of an --auth-token-file: one per line; blank lines and `#` comments skipped."""
     return [line.strip() for line in text.splitlines() if line.strip() and not line.lstrip().startswith("#")]
@@ -188,6 +199,13 @@ class ServerConfig:
     max_engine_batch_tokens: int = field(
         default=16384, metadata=_opt("Transformers engine: most padded tokens in one forward pass.")
     )
+    result_cache_size: SizeOrOff = field(
+        default=10000,
+        metadata=_opt(
+            "Answers kept for repeats of the same canonical text, mode and threshold (a bounded LRU in front of "
+            "the engine); off keeps none."
+        ),
+    )
     max_stream_inflight: int = field(
         default=256,
         metadata=_opt("Most queries of one ClassifyStream in flight; past it the server stops reading the stream."),
@@ -304,6 +322,8 @@ class ServerConfig:
             "max_document_chars",
             "max_windows",
         )
+        if self.result_cache_size is not None and self.result_cache_size <= 0:
+            problems.append(f"{_names('result_cache_size')}: must be > 0, or off")
         problems += [f"{_names(n)}: must be > 0" for n in positive if getattr(self, n) <= 0]
         optional_positive = (
             "max_model_len",

@@ -46,6 +46,15 @@ class ServerMetrics:
             ["signal"],
             registry=r,
         )
+        self.result_cache_lookups = Counter(
+            "promptgate_result_cache_lookups_total",
+            "Engine answers looked up in the result cache (--result-cache-size), by result: hit or miss.",
+            ["result"],
+            registry=r,
+        )
+        self.result_cache_entries = Gauge(
+            "promptgate_result_cache_entries", "Answers held in the result cache.", registry=r
+        )
         self.malicious_probability = Histogram(
             "promptgate_malicious_probability",
             "Malicious probability of classified queries.",

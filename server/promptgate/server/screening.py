@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Protocol, TypeVar
 from promptgate.concurrency import map_unordered
 from promptgate.profiles import ModelProfile
 
+from .cache import ResultCache
 from .canonicalize import Canonical, CanonicalizeOptions, canonicalize
 from .domain import Classification, Document, DocumentResult, Mode, Query, Span, keep_both_ends
 from .engine.base import BackendStats, Engine, EngineDescription, ScreeningSettings
@@ -133,8 +134,10 @@ class Screening:
         *,
         canonicalization: CanonicalizeOptions | None = None,
         observer: QueryObserver | None = None,
+        cache: ResultCache | None = None,
     ) -> None:
         self.engine = engine
+        self.cache = cache
         self.limits = limits or ScreeningLimits()
         # Decoded payloads never grow a text past the character limit (see _prepare).
         self.canonicalization = canonicalization or CanonicalizeOptions(max_decoded_chars=self.limits.max_text_chars)
@@ -143,11 +146,13 @@ class Screening:
     @classmethod
     def over(cls, engine: Engine, config: ServerConfig, *, observer: QueryObserver | None = None) -> Screening:
         """The path over a started engine, with `config`'s limits and canonicalization."""
+        size = config.result_cache_size
         return cls(
             engine,
             ScreeningLimits.from_config(config),
             canonicalization=config.canonicalize_options(),
             observer=observer,
+            cache=ResultCache(size) if size else None,
         )
 
     @classmethod
@@ -288,6 +293,19 @@ class Screening:
         ]
         return _Part(windows, spans, False, canonical.signals)
 
+    async def _classify_tokens(self, text_ids: list[int], mode: Mode, threshold: float) -> Classification:
+        """The engine's answer, or the cached one for the same ids, mode and threshold."""
+        if self.cache is None:
+            return await self.engine.classify_tokens(text_ids, mode, threshold)
+        key = self.cache.key(text_ids, mode, threshold)
+        cached = self.cache.get(key)
+        if cached is not None:
+            return cached
+        result = await self.engine.classify_tokens(text_ids, mode, threshold)
+        # When its first token came belongs to the query that waited for it, not to repeats.
+        self.cache.put(key, dataclasses.replace(result, first_token_at=None))
+        return result
+
     def _read(
         self, text: str, options: CanonicalizeOptions | None
     ) -> tuple[Canonical, list[int], list[tuple[int, int]]]:
@@ -340,11 +358,11 @@ class Screening:
                 "nothing to screen: the text is empty and no document could be screened", reason="NOTHING_TO_SCREEN"
             )
         if len(parts) == 1 and len(parts[0].windows) == 1:  # the common case: one prompt, in the asked mode
-            result = await self.engine.classify_tokens(parts[0].windows[0], mode, threshold)
+            result = await self._classify_tokens(parts[0].windows[0], mode, threshold)
             scored = [[result]]
         else:  # every window FAST, all at once (the engine batches them)
             flat = [w for part in parts for w in part.windows]
-            fast = await asyncio.gather(*(self.engine.classify_tokens(w, Mode.FAST, threshold) for w in flat))
+            fast = await asyncio.gather(*(self._classify_tokens(w, Mode.FAST, threshold) for w in flat))
             scored, i = [], 0
             for part in parts:
                 scored.append(list(fast[i : i + len(part.windows)]))
@@ -353,7 +371,7 @@ class Screening:
         top = max(range(len(parts)), key=lambda j: scored[j][best[j]].malicious_probability)
         if mode is not Mode.FAST and not (len(parts) == 1 and len(parts[0].windows) == 1):
             # The rationale is written for the deciding window only.
-            scored[top][best[top]] = await self.engine.classify_tokens(parts[top].windows[best[top]], mode, threshold)
+            scored[top][best[top]] = await self._classify_tokens(parts[top].windows[best[top]], mode, threshold)
         results = {id(part): (scored[j][best[j]], part.spans[best[j]]) for j, part in enumerate(parts)}
         documents = tuple(
             DocumentResult(
