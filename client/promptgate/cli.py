@@ -145,7 +145,7 @@ def _print_result(result: Classification | ItemError, as_json: bool, text: str) 
     else:
         extra = f"\t{result.category}" if result.category else ""
         print(f"{result.verdict.value.upper()}\t{result.malicious_probability:.4f}{extra}\t{text[:80]}")
-        if result.span is not None:
+        if result.span is not None and (result.span.start, result.span.end) != (0, len(text)):  # a window decided
             print(f"\tspan {result.span.start}:{result.span.end}\t{text[result.span.start : result.span.end][:80]}")
         if result.rationale:
             print(f"\t{result.rationale}")

@@ -43,19 +43,20 @@ def reference(tiny_model: Path):
 class EngineUnderTest(Screening):
     """The path over a `ScreeningEngine`, with its prompt builder at hand for the reference."""
 
-    def __init__(self, engine: ScreeningEngine) -> None:
-        super().__init__(engine, ScreeningLimits(max_text_chars=10**6))
+    def __init__(self, engine: ScreeningEngine, limits: ScreeningLimits) -> None:
+        super().__init__(engine, limits)
         self.builder = engine.builder
 
 
-def engine_for(backend, tokenizer, profile=PROMPTGATE, **settings) -> EngineUnderTest:
+def engine_for(backend, tokenizer, profile=PROMPTGATE, max_windows: int = 64, **settings) -> EngineUnderTest:
     return EngineUnderTest(
         ScreeningEngine(
             model_id="tiny",
             backend=backend,
             builder=PromptBuilder(tokenizer, profile),
             settings=ScreeningSettings(**{"max_rationale_tokens": 10, **settings}),
-        )
+        ),
+        ScreeningLimits(max_text_chars=10**6, max_windows=max_windows),
     )
 
 
@@ -141,12 +142,14 @@ async def test_auto_escalates_only_inside_the_band(backend, tiny_tokenizer) -> N
     assert auto.mode is Mode.FAST and auto.malicious_probability == fast.malicious_probability
 
 
-async def test_over_long_text_is_rejected_with_the_token_limit(backend, tiny_tokenizer) -> None:
+async def test_over_long_text_is_windowed_and_refused_past_the_window_cap(backend, tiny_tokenizer) -> None:
     from promptgate.server.errors import InvalidInput
 
-    engine = engine_for(backend, tiny_tokenizer)
-    with pytest.raises(InvalidInput, match=r"the limit is \d+ tokens"):
-        await engine.classify(Query("word " * 20000))
+    capped = engine_for(backend, tiny_tokenizer, max_windows=1)
+    with pytest.raises(InvalidInput, match=r"the limit is 1 windows \(max_windows\)"):
+        await capped.classify(Query("word " * 20000))
+    windowed = await engine_for(backend, tiny_tokenizer).classify(Query("word " * 20000, Mode.FAST))
+    assert windowed.span is not None and windowed.span.end - windowed.span.start < len("word " * 20000)
 
 
 async def test_cancellation_stops_generation_and_frees_the_backend(backend, tiny_tokenizer) -> None:
