@@ -4,7 +4,7 @@ import argparse
 
 import pytest
 
-from promptgate.server.config import DEFAULT_MODEL, ConfigError, ServerConfig
+from promptgate.server.config import DEFAULT_MODEL, ConfigError, ServerConfig, parse_port
 
 
 def parse(argv: list[str]) -> argparse.Namespace:
@@ -42,3 +42,31 @@ def test_invalid_values_are_reported_with_flag_and_variable(env: dict[str, str],
 def test_bad_flag_choice_is_a_usage_error() -> None:
     with pytest.raises(SystemExit):
         parse(["--device", "tpu"])
+
+
+@pytest.mark.parametrize(
+    ("raw", "port"), [("8080", 8080), ("0", 0), ("off", None), (" OFF ", None), ("65535", 65535)]
+)
+def test_parse_port(raw: str, port: int | None) -> None:
+    assert parse_port(raw) == port
+
+
+@pytest.mark.parametrize("raw", ["", "-1", "65536", "http", "8080.5"])
+def test_parse_port_refuses_what_is_no_port(raw: str) -> None:
+    with pytest.raises(ValueError):
+        parse_port(raw)
+
+
+def test_http_port_is_off_by_default_and_off_on_the_command_line_wins() -> None:
+    assert ServerConfig.from_sources(parse([]), {}).http_port is None
+    env = {"PROMPTGATE_HTTP_PORT": "8080"}
+    assert ServerConfig.from_sources(parse([]), env).http_port == 8080
+    assert ServerConfig.from_sources(parse(["--http-port", "0"]), env).http_port == 0
+    assert ServerConfig.from_sources(parse(["--http-port", "off"]), env).http_port is None
+    assert ServerConfig.from_sources(parse(["--http-port", "9000"]), {"PROMPTGATE_HTTP_PORT": "off"}).http_port == 9000
+    with pytest.raises(ConfigError, match="--http-port / PROMPTGATE_HTTP_PORT: cannot parse 'eighty'"):
+        ServerConfig.from_sources(parse([]), {"PROMPTGATE_HTTP_PORT": "eighty"})
+    with pytest.raises(SystemExit):
+        parse(["--http-port", "70000"])
+    with pytest.raises(ConfigError, match="is the gRPC port"):
+        ServerConfig(port=5000, http_port=5000)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,9 +25,30 @@ class ConfigError(ValueError):
     """A configuration value is invalid; the message names the flag and the variable."""
 
 
-def _opt(help: str, choices: Sequence[str] | None = None, *, secret: bool = False) -> Any:
+def _opt(
+    help: str,
+    choices: Sequence[str] | None = None,
+    *,
+    secret: bool = False,
+    parse: Callable[[str], Any] | None = None,
+) -> Any:
     # secret: an environment variable only (a flag would show in `ps`), redacted in logs.
-    return {"help": help, "choices": tuple(choices) if choices else None, "secret": secret}
+    # parse: how a flag's or variable's text becomes the value (default: from the field's type).
+    return {"help": help, "choices": tuple(choices) if choices else None, "secret": secret, "parse": parse}
+
+
+def parse_port(raw: str) -> int | None:
+    """A port setting: a number in [0, 65535] (0: pick a free port), or `off` (None: no listener)."""
+    value = raw.strip().lower()
+    if value == "off":
+        return None
+    try:
+        port = int(value)
+    except ValueError:
+        raise ValueError(f"{raw!r} is neither a port number nor off") from None
+    if not 0 <= port <= 65535:
+        raise ValueError(f"{port} is not a port (0-65535)")
+    return port
 
 
 @dataclass(frozen=True)
@@ -148,6 +169,14 @@ class ServerConfig:
         metadata=_opt("Port of the Prometheus /metrics endpoint (plain HTTP, apart from the gRPC port); 0: off."),
     )
     metrics_host: str = field(default="0.0.0.0", metadata=_opt("Address the metrics endpoint listens on."))
+    http_port: int | None = field(
+        default=None,
+        metadata=_opt(
+            "Port of the HTTP/JSON face (Connect protocol and gRPC-Web, generated from the same proto; same "
+            "screening, auth, TLS and limits as the gRPC port) on --host; 0 picks a free one; off (the default): none.",
+            parse=parse_port,
+        ),
+    )
     tls_cert: str | None = field(
         default=None, metadata=_opt("PEM certificate chain of the server; with --tls-key the port speaks TLS only.")
     )
@@ -182,9 +211,12 @@ class ServerConfig:
             problems.append(f"{_names('threshold')}: {self.threshold} is not in [0, 1]")
         if not 0.0 <= self.auto_band <= 0.5:
             problems.append(f"{_names('auto_band')}: {self.auto_band} is not in [0, 0.5]")
-        for name in ("port", "metrics_port"):
-            if not 0 <= getattr(self, name) <= 65535:
-                problems.append(f"{_names(name)}: {getattr(self, name)} is not a port")
+        for name in ("port", "metrics_port", "http_port"):
+            value = getattr(self, name)
+            if value is not None and not 0 <= value <= 65535:
+                problems.append(f"{_names(name)}: {value} is not a port")
+        if self.http_port and self.http_port == self.port:
+            problems.append(f"{_names('http_port')}: {self.http_port} is the gRPC port (--port) too")
         if self.max_batch_items > self.max_queue:
             problems.append(
                 f"{_names('max_queue')}: {self.max_queue} is below --max-batch-items ({self.max_batch_items}): "
@@ -271,6 +303,10 @@ class ServerConfig:
             if f.metadata.get("secret"):
                 continue
             kind = _field_type(f)
+            if f.metadata.get("parse") is not None:
+                # Checked here, parsed in from_sources: a flag that parses to None (`off`) must
+                # still win over the environment.
+                kind = _checked(f.metadata["parse"])
             help_text = f"{f.metadata['help']} [env {ENV_PREFIX}{f.name.upper()}; default {f.default!r}]"
             parser.add_argument(
                 _flag(f.name),
@@ -287,7 +323,8 @@ class ServerConfig:
         for f in dataclasses.fields(cls):
             flag_value = getattr(args, f.name, None) if args is not None and not f.metadata.get("secret") else None
             if flag_value is not None:
-                values[f.name] = flag_value
+                parse = f.metadata.get("parse")
+                values[f.name] = parse(flag_value) if parse is not None and isinstance(flag_value, str) else flag_value
                 continue
             raw = environ.get(ENV_PREFIX + f.name.upper())
             if raw is None or raw == "":
@@ -308,7 +345,23 @@ def _parse_bool(raw: str) -> bool:
     raise ValueError("expected true or false")
 
 
+def _checked(parse: Callable[[str], Any]) -> Callable[[str], str]:
+    """An argparse type that rejects what `parse` rejects and keeps the flag's text."""
+
+    def check(raw: str) -> str:
+        try:
+            parse(raw)
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+        return raw
+
+    check.__name__ = parse.__name__
+    return check
+
+
 def _field_type(f: dataclasses.Field[Any]) -> Any:
+    if f.metadata.get("parse") is not None:
+        return f.metadata["parse"]
     annotation = str(f.type)
     if annotation.startswith("bool"):
         return _parse_bool
