@@ -44,9 +44,7 @@ def test_bad_flag_choice_is_a_usage_error() -> None:
         parse(["--device", "tpu"])
 
 
-@pytest.mark.parametrize(
-    ("raw", "port"), [("8080", 8080), ("0", 0), ("off", None), (" OFF ", None), ("65535", 65535)]
-)
+@pytest.mark.parametrize(("raw", "port"), [("8080", 8080), ("0", 0), ("off", None), (" OFF ", None), ("65535", 65535)])
 def test_parse_port(raw: str, port: int | None) -> None:
     assert parse_port(raw) == port
 
