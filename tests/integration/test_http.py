@@ -298,6 +298,39 @@ def test_loading_server_is_503_and_health_follows(tiny_model: Path) -> None:
         assert httpx.get(f"{base(loading)}/healthz").status_code == 503
 
 
+def test_shutdown_drains_like_grpc(tiny_model: Path) -> None:
+    """close(): health NOT_SERVING, new calls a retryable 503 until callers go quiet, in-flight
+    calls finish within the grace period, then the port closes."""
+    import asyncio
+    import concurrent.futures
+
+    server = BackgroundServer(server_config(tiny_model, http_port=0, max_rationale_tokens=160))
+    with server:
+        assert server.handle is not None
+        handle, url = server.handle, base(server)
+        with concurrent.futures.ThreadPoolExecutor(1) as pool:
+            reasoned = {"text": "a long think", "mode": "MODE_REASONED"}
+            in_flight = pool.submit(httpx.post, f"{url}{SERVICE}/Classify", json=reasoned, timeout=120)
+            wait_until(lambda: depth(server) == 1, what="the in-flight call admitted")
+            closing = asyncio.run_coroutine_threadsafe(handle.close(grace=60), server.loop)
+            seen = set()
+            deadline = time.monotonic() + 30
+            while 503 not in seen and time.monotonic() < deadline:
+                response = rpc(server, "Classify", {"text": "late"})
+                seen.add(response.status_code)
+                if response.status_code == 503:
+                    assert_error(response, 503, "unavailable", "shutting down")
+            assert 503 in seen and seen <= {200, 503}, seen
+            health = httpx.get(f"{url}/healthz", timeout=10)
+            assert health.status_code == 503 and health.json() == {"status": "NOT_SERVING"}
+            finished = in_flight.result(120)
+            assert finished.status_code == 200 and finished.json()["mode"] == "MODE_REASONED"
+            closing.result(120)
+        server.handle = None  # closed above
+        with pytest.raises(httpx.ConnectError):
+            httpx.get(f"{url}/healthz", timeout=5)
+
+
 # -- request ids, metrics, the OpenAPI document ---------------------------------------------------
 
 
