@@ -138,6 +138,13 @@ def test_classify_batch_and_model_info_over_json(srv: BackgroundServer) -> None:
     info = rpc(srv, "GetModelInfo", {})
     assert info.status_code == 200
     assert info.json()["limits"]["maxQueue"] == MAX_QUEUE and info.json()["engine"] == "transformers"
+    charset = httpx.post(
+        f"{base(srv)}{SERVICE}/Classify",
+        content=b'{"text": "hi"}',
+        headers={"content-type": "application/json; charset=utf-8"},
+        timeout=60,
+    )
+    assert charset.status_code == 200 and "verdict" in charset.json()
     # GetModelInfo has no side effects: Connect's GET form works too.
     get = httpx.get(f"{base(srv)}{SERVICE}/GetModelInfo", params={"encoding": "json", "message": "{}"}, timeout=30)
     assert get.status_code == 200 and get.json() == info.json()
@@ -341,6 +348,18 @@ def test_request_id_is_echoed_on_every_answer(srv: BackgroundServer) -> None:
     fresh = rpc(srv, "Classify", {"text": "hi"}, headers={"x-request-id": "not a token; <script>"})
     assert re.fullmatch(r"[0-9a-f]{32}", fresh.headers["x-request-id"])
     assert httpx.get(f"{base(srv)}/healthz", headers={"x-request-id": "probe-1"}).headers["x-request-id"] == "probe-1"
+    head = httpx.head(f"{base(srv)}/healthz")
+    assert head.status_code == 200 and head.content == b""
+
+
+def test_grpc_on_the_http_port_is_415_naming_the_grpc_port(srv: BackgroundServer) -> None:
+    # gRPC needs HTTP/2 trailers, which this port (HTTP/1.1) has not: the gRPC port serves it.
+    message = pb.ClassifyRequest(text="hi").SerializeToString()
+    response = httpx.post(
+        f"{base(srv)}{SERVICE}/Classify", content=_envelope(0, message), headers={"content-type": "application/grpc"}
+    )
+    assert_error(response, 415, "invalid_argument", "gRPC port")
+    assert rpc(srv, "Classify", {"text": "still fine"}).status_code == 200
 
 
 def test_http_calls_count_in_the_shared_query_metrics(srv: BackgroundServer) -> None:

@@ -116,6 +116,7 @@ class _Call:
     rpc: str
     code: str | None = None  # the gRPC name of the code it ended with, once known
     status: int = 0  # the HTTP status sent
+    counted: bool = False
 
 
 _current: contextvars.ContextVar[_Call | None] = contextvars.ContextVar("promptgate_http_call", default=None)
@@ -221,17 +222,33 @@ class HttpApp:
                 call.status = message["status"]
                 extra = [(REQUEST_ID_KEY.encode(), request_id.encode())]
                 message = {**message, "headers": [*message.get("headers", ()), *extra]}
+            elif message["type"] == "http.response.body" and not message.get("more_body", False):
+                self._count(call)  # before the answer's end leaves: whoever has the answer sees it counted
             await send(message)
 
         try:
             with structlog.contextvars.bound_contextvars(request_id=request_id, protocol="http"):
-                await self._route(scope, receive, answer, call, headers)
+                try:
+                    await self._route(scope, receive, answer, call, headers)
+                except Exception as exc:  # a bug: Connect answers what a caller got wrong itself
+                    log.error("http request failed", path=path, exc_info=exc)
+                    if not call.status:
+                        await self._error(answer, call, grpc.StatusCode.INTERNAL, "internal error")
+                    elif not call.counted:
+                        call.code = "INTERNAL"
         finally:
             _current.reset(reset)
+            self._count(call)  # no answer (the caller went away), or a failure after it
+
+    def _count(self, call: _Call) -> None:
+        if not call.counted:
+            call.counted = True
             code = call.code or _CODES_BY_STATUS.get(call.status, "UNKNOWN")
             self.metrics.http_requests.labels(rpc=call.rpc, code=code, status=str(call.status)).inc()
 
-    async def _route(self, scope: Scope, receive: Receive, send: Send, call: _Call, headers: list) -> None:
+    async def _route(
+        self, scope: Scope, receive: Receive, send: Send, call: _Call, headers: list[tuple[str, str]]
+    ) -> None:
         path, method = scope["path"], scope["method"]
         if path == HEALTH_PATH:
             if method not in ("GET", "HEAD"):
@@ -255,15 +272,17 @@ class HttpApp:
                 return await _reply(send, 405, b"", call, "UNIMPLEMENTED", (("allow", "GET, HEAD"),))
             return await _reply(send, 200, self.openapi, call, "OK", json_body=True)
         content_type = dict(headers).get("content-type", "")
+        if content_type.startswith("application/grpc") and not content_type.startswith("application/grpc-web"):
+            # gRPC needs HTTP/2 trailers, which uvicorn (HTTP/1.1) has not.
+            message = "gRPC is served on the gRPC port (--port); this port speaks Connect and gRPC-Web"
+            body = _error_body(grpc.StatusCode.INVALID_ARGUMENT, message)
+            return await _reply(send, 415, body, call, "INVALID_ARGUMENT", json_body=True)
         if method == "POST" and not content_type.startswith(_STREAM_CONTENT_TYPES):
             length = dict(headers).get("content-length", "")
             if length.isdigit() and int(length) > self.max_message_bytes:
                 return await self._too_large(send, call, int(length))
             limited = _BodyLimit(receive, send, self.max_message_bytes, self, call)
-            await self.connect(scope, limited.receive, limited.send)
-            if limited.over:
-                call.code = "RESOURCE_EXHAUSTED"
-            return None
+            return await self.connect(scope, limited.receive, limited.send)
         return await self.connect(scope, receive, send)
 
     async def _error(
