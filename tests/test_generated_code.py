@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import filecmp
+import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -20,3 +22,27 @@ def test_generated_code_matches_proto(tmp_path: Path) -> None:
     assert generated == committed, "generated files differ from the committed ones: run scripts/generate_proto.py"
     drifted = [str(p) for p in generated if not filecmp.cmp(tmp_path / p, REPO / "client" / p, shallow=False)]
     assert not drifted, f"{drifted} drifted from proto/: run scripts/generate_proto.py and commit the result"
+
+
+def test_openapi_describes_every_unary_method_with_resolvable_schemas() -> None:
+    from promptgate.v1 import classifier_pb2 as pb
+
+    document = json.loads((REPO / "client" / "promptgate" / "v1" / "openapi.json").read_text(encoding="utf-8"))
+    assert document["openapi"].startswith("3.1")
+    service = pb.DESCRIPTOR.services_by_name["ClassifierService"]
+    unary = [m for m in service.methods if not (m.client_streaming or m.server_streaming)]
+    assert {f"/{service.full_name}/{m.name}" for m in unary} <= set(document["paths"])
+    for method in unary:
+        post = document["paths"][f"/{service.full_name}/{method.name}"]["post"]
+        body = post["requestBody"]["content"]["application/json"]["schema"]
+        assert body == {"$ref": f"#/components/schemas/{method.input_type.full_name}"}
+        assert post["responses"]["429"] == {"$ref": "#/components/responses/Error429"}
+    # Every reference resolves, and each message schema names its fields as proto3 JSON does.
+    refs = re.findall(r'"\$ref": "#/components/([a-z]+)/([^"]+)"', json.dumps(document))
+    for kind, name in refs:
+        assert name in document["components"][kind], name
+    request = document["components"]["schemas"]["promptgate.v1.ClassifyResponse"]["properties"]
+    assert {"maliciousProbability", "labelScores", "truncated", "error"} <= set(request)
+    # GetModelInfo has no side effects: Connect allows GET for it.
+    assert "get" in document["paths"][f"/{service.full_name}/GetModelInfo"]
+    assert "get" not in document["paths"][f"/{service.full_name}/Classify"]

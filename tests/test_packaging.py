@@ -66,6 +66,9 @@ def test_wheel_merges_the_three_folders_into_one_namespace(tmp_path: Path) -> No
         "promptgate/client/__init__.py",
         "promptgate/v1/classifier_pb2.py",
         "promptgate/v1/classifier_pb2.pyi",
+        "promptgate/v1/classifier_connect.py",
+        "promptgate/v1/openapi.json",  # served by the HTTP face
+        "promptgate/server/http.py",
         "promptgate/server/app.py",
         "promptgate/profiles/qwen3.jinja",
         "promptgate/trainer/tiny_model.py",

@@ -238,3 +238,29 @@ def test_token_parsers() -> None:
     assert parse_token_file("a\n  # c\n\n b \n#d") == ["a", "b"]
     assert parse_token_list(" a, b ,\n c,,") == ["a", "b", "c"]
     assert parse_token_file("# only comments\n\n") == [] and parse_token_list(" , \n ") == []
+
+
+@pytest.mark.parametrize(("raw", "port"), [("8080", 8080), ("0", 0), ("off", None), (" OFF ", None), ("65535", 65535)])
+def test_parse_port_cases(raw: str, port: int | None) -> None:
+    assert parse_port(raw) == port
+
+
+@pytest.mark.parametrize("raw", ["", "-1", "65536", "http", "8080.5"])
+def test_parse_port_refuses_what_is_no_port(raw: str) -> None:
+    with pytest.raises(ValueError):
+        parse_port(raw)
+
+
+def test_http_port_is_off_by_default_and_off_on_the_command_line_wins() -> None:
+    assert ServerConfig.from_sources(parse([]), {}).http_port is None
+    env = {"PROMPTGATE_HTTP_PORT": "8080"}
+    assert ServerConfig.from_sources(parse([]), env).http_port == 8080
+    assert ServerConfig.from_sources(parse(["--http-port", "0"]), env).http_port == 0
+    assert ServerConfig.from_sources(parse(["--http-port", "off"]), env).http_port is None
+    assert ServerConfig.from_sources(parse(["--http-port", "9000"]), {"PROMPTGATE_HTTP_PORT": "off"}).http_port == 9000
+    with pytest.raises(ConfigError, match="--http-port / PROMPTGATE_HTTP_PORT: cannot parse 'eighty'"):
+        ServerConfig.from_sources(parse([]), {"PROMPTGATE_HTTP_PORT": "eighty"})
+    with pytest.raises(SystemExit):
+        parse(["--http-port", "70000"])
+    with pytest.raises(ConfigError, match="is the gRPC port"):
+        ServerConfig(port=5000, http_port=5000)

@@ -102,6 +102,7 @@ class ClassifierServiceServicer:
 
     def GetModelInfo(self, request, context):
         """Describes the served model: profile, labels, categories, engine and limits.
+        No side effects: over HTTP it may also be called with GET (Connect protocol).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -1,7 +1,8 @@
 """Server assembly (`create_server`) apart from running it (`serve`).
 
 `create_server` wires the servicer, health and reflection onto a grpc.aio server and binds
-the port; tests use it with port 0. `serve` is the process: it starts listening at once
+the port, and with `--http-port` the HTTP/JSON face (`http.py`) over the same servicer on
+the same event loop; tests use it with port 0. `serve` is the process: it starts listening at once
 (health NOT_SERVING, calls UNAVAILABLE), loads the model, turns SERVING, and on SIGTERM or
 SIGINT turns NOT_SERVING, lets in-flight calls finish within the grace period and exits.
 """
@@ -12,6 +13,7 @@ import asyncio
 import signal
 import time
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -31,6 +33,9 @@ from .security import TokenAuthInterceptor, load_tokens, server_credentials
 from .servicer import ClassifierServicer
 from .telemetry import QueryTelemetry
 
+if TYPE_CHECKING:
+    from .http import HttpServer
+
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["ClassifierService"].full_name
 # Shutdown waits until no call has come for this long (see RpcEnvelopeInterceptor.refuse_until_quiet).
 _QUIET_BEFORE_STOP_S = 0.1
@@ -49,11 +54,19 @@ class ServerHandle:
     metrics_port: int | None = None
     envelope: RpcEnvelopeInterceptor | None = None
     token_auth: bool = False
+    http: HttpServer | None = None  # the HTTP/JSON face, with --http-port
+
+    @property
+    def http_port(self) -> int | None:
+        """The HTTP/JSON face's bound port; None when it is off."""
+        return self.http.port if self.http is not None else None
 
     async def start(self) -> None:
         """Start taking calls (health NOT_SERVING until `attach_engine`) and the metrics endpoint."""
         await self.set_serving(False)
         await self.server.start()
+        if self.http is not None:
+            await self.http.start()
         if self.config.metrics_port is not None:  # 0 binds a free port: the handle holds the one bound
             self.metrics_port = self.metrics.serve_http(self.config.metrics_host, self.config.metrics_port)
 
@@ -61,6 +74,8 @@ class ServerHandle:
         status = health_pb2.HealthCheckResponse.SERVING if serving else health_pb2.HealthCheckResponse.NOT_SERVING
         for name in ("", SERVICE_NAME):  # "" is the whole server, as probes ask by default
             await self.health.set(name, status)
+        if self.http is not None:
+            self.http.app.serving = serving
 
     def screening_for(self, engine: Engine) -> Screening:
         """The screening path over `engine` with this server's limits, metrics and logs."""
@@ -98,7 +113,11 @@ class ServerHandle:
             started = time.monotonic()
             await self.envelope.refuse_until_quiet(quiet=_QUIET_BEFORE_STOP_S, limit=grace / 2)
             grace = max(0.0, grace - (time.monotonic() - started))
-        await self.server.stop(grace)
+        # Both faces drain at once, each giving its in-flight calls the rest of the grace.
+        stops = [self.server.stop(grace)]
+        if self.http is not None:
+            stops.append(self.http.stop(grace))
+        await asyncio.gather(*stops)
         if self.screening is not None:
             await self.screening.close()
         self.metrics.close()
@@ -122,10 +141,10 @@ def create_server(config: ServerConfig) -> ServerHandle:
     envelope = RpcEnvelopeInterceptor(metrics)
     interceptors: list[grpc.aio.ServerInterceptor] = [envelope]
     tokens = load_tokens(config)
+    auth = None
     if tokens:
-        interceptors.append(
-            TokenAuthInterceptor(tokens, on_reject=lambda method: log.warning("unauthenticated", method=method))
-        )
+        auth = TokenAuthInterceptor(tokens, on_reject=lambda method: log.warning("unauthenticated", method=method))
+        interceptors.append(auth)
     server = grpc.aio.server(options=options, interceptors=interceptors)
     servicer = ClassifierServicer(config, metrics)
     pb_grpc.add_ClassifierServiceServicer_to_server(servicer, server)
@@ -140,6 +159,12 @@ def create_server(config: ServerConfig) -> ServerHandle:
     port = server.add_secure_port(address, credentials) if credentials else server.add_insecure_port(address)
     if port == 0:
         raise OSError(f"cannot listen on {address}")
+    http = None
+    if config.http_port is not None:
+        from .http import HttpApp, HttpServer  # the Connect and uvicorn stack only where it is used
+
+        app = HttpApp(servicer, metrics, max_message_bytes=config.max_message_bytes, envelope=envelope, auth=auth)
+        http = HttpServer(app, config)
     return ServerHandle(
         server=server,
         servicer=servicer,
@@ -149,6 +174,7 @@ def create_server(config: ServerConfig) -> ServerHandle:
         metrics=metrics,
         envelope=envelope,
         token_auth=bool(tokens),
+        http=http,
     )
 
 
@@ -172,6 +198,7 @@ async def serve(config: ServerConfig) -> int:
         mutual_tls=config.tls_client_ca is not None,
         token_auth=handle.token_auth,
         metrics_port=handle.metrics_port,
+        http_port=handle.http_port,
     )
 
     stop = asyncio.Event()

@@ -40,9 +40,12 @@ def parse_port(raw: str) -> int | None:
     if value == "off":
         return None
     try:
-        return int(value)
+        port = int(value)
     except ValueError:
         raise ValueError("expected a port number or off") from None
+    if not 0 <= port <= 65535:
+        raise ValueError(f"{port} is not a port (0 to 65535, or off)")
+    return port
 
 
 # A port that can be turned off: `--flag 0` picks a free port, `--flag off` serves nothing.
@@ -235,6 +238,13 @@ class ServerConfig:
         ),
     )
     metrics_host: str = field(default="0.0.0.0", metadata=_opt("Address the metrics endpoint listens on."))
+    http_port: PortOrOff = field(
+        default=None,
+        metadata=_opt(
+            "Port of the HTTP/JSON face (Connect protocol and gRPC-Web, generated from the same proto; same "
+            "screening, auth, TLS and limits as the gRPC port) on --host; 0 picks a free one; off (the default): none."
+        ),
+    )
     tls_cert: str | None = field(
         default=None, metadata=_opt("PEM certificate chain of the server; with --tls-key the port speaks TLS only.")
     )
@@ -273,10 +283,12 @@ class ServerConfig:
             problems.append(f"{_names('canonicalize_steps')}: {exc}")
         if not 0.0 <= self.auto_band <= 0.5:
             problems.append(f"{_names('auto_band')}: {self.auto_band} is not in [0, 0.5]")
-        for name in ("port", "metrics_port"):
+        for name in ("port", "metrics_port", "http_port"):
             value = getattr(self, name)
             if value is not None and not 0 <= value <= 65535:
                 problems.append(f"{_names(name)}: {value} is not a port")
+        if self.http_port and self.http_port == self.port:
+            problems.append(f"{_names('http_port')}: {self.http_port} is the gRPC port (--port) too")
         if self.max_batch_items > self.max_queue:
             problems.append(
                 f"{_names('max_queue')}: {self.max_queue} is below --max-batch-items ({self.max_batch_items}): "

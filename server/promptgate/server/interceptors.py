@@ -28,7 +28,7 @@ from google.protobuf.message import DecodeError
 from .errors import InvalidInput, NotReady, ScreeningError
 from .metrics import ServerMetrics
 
-__all__ = ["MalformedRequest", "RpcEnvelopeInterceptor", "same_shape"]
+__all__ = ["REQUEST_ID_KEY", "MalformedRequest", "RpcEnvelopeInterceptor", "request_id_from", "same_shape"]
 
 REQUEST_ID_KEY = "x-request-id"
 # Answered even while the server shuts down: probes must see NOT_SERVING, not an error.
@@ -56,7 +56,8 @@ def _tolerant(deserializer: Callable[[bytes], Any] | None) -> Callable[[bytes], 
     return decode
 
 
-def _request_id(metadata: Any) -> str:
+def request_id_from(metadata: Any) -> str:
+    """The caller's `x-request-id` from (key, value) pairs when it is a plain token, else a fresh one."""
     for key, value in metadata or ():
         # Echoed into logs and metadata: accept only a plain token, else make our own.
         if key == REQUEST_ID_KEY and isinstance(value, str) and _REQUEST_ID_OK.match(value):
@@ -86,6 +87,11 @@ class RpcEnvelopeInterceptor(grpc.aio.ServerInterceptor):
         while (now := time.monotonic()) < deadline and now - self._last_arrival < quiet:  # noqa: ASYNC110
             await asyncio.sleep(min(quiet - (now - self._last_arrival), deadline - now))
 
+    def arrived(self) -> bool:
+        """Note a call's arrival (any face's; health excepted); True: refuse it, the server is closing."""
+        self._last_arrival = time.monotonic()
+        return self.closing
+
     async def intercept_service(
         self,
         continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
@@ -96,16 +102,15 @@ class RpcEnvelopeInterceptor(grpc.aio.ServerInterceptor):
             return handler
         refused = False
         if not handler_call_details.method.startswith(_OPEN_WHILE_CLOSING):
-            self._last_arrival = time.monotonic()
-            refused = self.closing
+            refused = self.arrived()
         rpc = handler_call_details.method.rsplit("/", 1)[-1]
-        request_id = _request_id(handler_call_details.invocation_metadata)
+        request_id = request_id_from(handler_call_details.invocation_metadata)
         requests = self.metrics.requests
 
         @contextlib.asynccontextmanager
         async def call_scope(context: grpc.aio.ServicerContext, request: Any = None) -> AsyncIterator[None]:
             """One call: request id bound and returned, undecodable input refused, outcome counted."""
-            structlog.contextvars.bind_contextvars(request_id=request_id)
+            structlog.contextvars.bind_contextvars(request_id=request_id, protocol="grpc")
             # Trailing, not initial, metadata: headers sent before a failure commit the call,
             # and gRPC's client retry policy (UNAVAILABLE, RESOURCE_EXHAUSTED) could not retry it.
             context.set_trailing_metadata(((REQUEST_ID_KEY, request_id),))

@@ -28,6 +28,13 @@ class ServerMetrics:
         self.requests = Counter(
             "promptgate_requests_total", "RPCs finished, by method and status code.", ["rpc", "code"], registry=r
         )
+        self.http_requests = Counter(
+            "promptgate_http_requests_total",
+            "HTTP/JSON requests finished (--http-port), by method (healthz, openapi, unknown for other paths), "
+            "status code (as gRPC names it) and HTTP status.",
+            ["rpc", "code", "status"],
+            registry=r,
+        )
         self.queries = Counter(
             "promptgate_queries_total",
             "Queries classified, by verdict, attack category (empty for benign) and the mode that answered.",

@@ -1,10 +1,13 @@
-"""gRPC servicer: protobuf <-> domain conversion around the screening path, plus admission.
+"""The classifier's calls: protobuf <-> domain conversion around the screening path, plus admission.
 
 No torch here, no checks of a query and no batching: the screening path
 (`promptgate.server.screening`) validates and screens every query, and the engine batches
-across every in-flight query of every call. What stays here is transport: admission to the
-bounded queue, the status a failure becomes (through the one table in `errors.py`) and
-stream flow control.
+across every in-flight query of every call. What stays here is the service: admission to
+the bounded queue and stream flow control, in transport-neutral methods (`classify`,
+`classify_batch`, `classify_stream`, `model_info`) that raise `ScreeningError`, and the gRPC
+methods over them, which turn the error into a status (through the one table in
+`errors.py`). The HTTP/JSON face (`http.py`) calls the same methods of the same instance,
+so both share one queue and one set of checks.
 """
 
 from __future__ import annotations
@@ -64,35 +67,23 @@ class ClassifierServicer(pb_grpc.ClassifierServiceServicer):
         trailer += status_details_trailer(error)
         await context.abort(error.status_code, error.message, trailing_metadata=trailer)
 
-    # -- RPCs ------------------------------------------------------------------------------
+    # -- the calls, transport-neutral: every face (gRPC here, HTTP/JSON in http.py) calls these --
+    # They raise ScreeningError; each face turns it into its own status.
 
-    async def Classify(self, request: pb.ClassifyRequest, context: grpc.aio.ServicerContext) -> pb.ClassifyResponse:
-        try:
-            screening = self._screening()
-            self._admit(1)
-        except ScreeningError as error:
-            await self._abort(context, error)
-            raise  # unreachable: abort raises
+    async def classify(self, request: pb.ClassifyRequest) -> pb.ClassifyResponse:
+        screening = self._screening()
+        self._admit(1)
         try:
             result = await screening.classify(query_from(request), caller="Classify", id=request.id)
-        except ScreeningError as error:
-            await self._abort(context, error)
-            raise  # unreachable: abort raises
         finally:
             self.admission.release(1)
         return response_for(request.id, result, screening.model_id)
 
-    async def ClassifyBatch(
-        self, request: pb.ClassifyBatchRequest, context: grpc.aio.ServicerContext
-    ) -> pb.ClassifyBatchResponse:
+    async def classify_batch(self, request: pb.ClassifyBatchRequest) -> pb.ClassifyBatchResponse:
         n = len(request.requests)
-        try:
-            screening = self._screening()
-            screening.check_batch(n)
-            self._admit(n)  # a batch is admitted whole or not at all
-        except ScreeningError as error:
-            await self._abort(context, error)
-            raise  # unreachable: abort raises
+        screening = self._screening()
+        screening.check_batch(n)
+        self._admit(n)  # a batch is admitted whole or not at all
         try:
             outcomes = await screening.classify_batch(
                 [query_from(r) for r in request.requests], caller="ClassifyBatch", ids=[r.id for r in request.requests]
@@ -104,21 +95,16 @@ class ClassifierServicer(pb_grpc.ClassifierServiceServicer):
             responses=[response_for(r.id, o, model) for r, o in zip(request.requests, outcomes, strict=True)]
         )
 
-    async def ClassifyStream(
-        self, request_iterator: AsyncIterator[pb.ClassifyRequest], context: grpc.aio.ServicerContext
-    ) -> AsyncIterator[pb.ClassifyResponse]:
-        try:
-            screening = self._screening()
-        except ScreeningError as error:
-            await self._abort(context, error)
-            raise  # unreachable: abort raises
+    def classify_stream(self, requests: AsyncIterator[pb.ClassifyRequest]) -> AsyncIterator[pb.ClassifyResponse]:
+        """The responses to a stream of requests; raises NotReady at once (not on first read)."""
+        screening = self._screening()
         # Flow control: queries in flight plus responses waiting on a slow reader never
         # exceed max_stream_inflight; past it the server stops reading the stream.
         positions = itertools.count()
         model = screening.model_id
 
         async def numbered() -> AsyncIterator[tuple[str, pb.ClassifyRequest]]:
-            async for request in request_iterator:
+            async for request in requests:
                 position = next(positions)
                 yield request.id or str(position), request
 
@@ -133,16 +119,50 @@ class ClassifierServicer(pb_grpc.ClassifierServiceServicer):
                 self.admission.release(1)
             return response_for(request_id, outcome, model)
 
-        async for response in map_unordered(numbered(), answer, self.config.max_stream_inflight):
+        return map_unordered(numbered(), answer, self.config.max_stream_inflight)
+
+    def model_info(self) -> pb.GetModelInfoResponse:
+        if self.info is None:
+            raise NotReady("the model is loading; retry shortly")
+        return self.info
+
+    # -- gRPC ------------------------------------------------------------------------------
+
+    async def Classify(self, request: pb.ClassifyRequest, context: grpc.aio.ServicerContext) -> pb.ClassifyResponse:
+        try:
+            return await self.classify(request)
+        except ScreeningError as error:
+            await self._abort(context, error)
+            raise  # unreachable: abort raises
+
+    async def ClassifyBatch(
+        self, request: pb.ClassifyBatchRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ClassifyBatchResponse:
+        try:
+            return await self.classify_batch(request)
+        except ScreeningError as error:
+            await self._abort(context, error)
+            raise  # unreachable: abort raises
+
+    async def ClassifyStream(
+        self, request_iterator: AsyncIterator[pb.ClassifyRequest], context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[pb.ClassifyResponse]:
+        try:
+            responses = self.classify_stream(request_iterator)
+        except ScreeningError as error:
+            await self._abort(context, error)
+            raise  # unreachable: abort raises
+        async for response in responses:
             yield response
 
     async def GetModelInfo(
         self, request: pb.GetModelInfoRequest, context: grpc.aio.ServicerContext
     ) -> pb.GetModelInfoResponse:
-        if self.info is None:
-            await self._abort(context, NotReady("the model is loading; retry shortly"))
-            raise AssertionError("unreachable: abort raises")
-        return self.info
+        try:
+            return self.model_info()
+        except ScreeningError as error:
+            await self._abort(context, error)
+            raise  # unreachable: abort raises
 
 
 __all__ = ["RETRY_PUSHBACK_KEY", "ClassifierServicer"]
