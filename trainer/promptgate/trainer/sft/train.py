@@ -30,7 +30,16 @@ import yaml
 
 from promptgate.profiles import BUILTIN_PROFILES, ModelProfile, PromptBuilder, qwen3_chat_template
 
-from .dataset import TokenizedSplit, assign_rationales, drop_excluded, file_sha256, stratified_limit, tokenize_rows
+from .dataset import (
+    TokenizedSplit,
+    add_obfuscated_copies,
+    assign_rationales,
+    canonicalize_rows,
+    drop_excluded,
+    file_sha256,
+    stratified_limit,
+    tokenize_rows,
+)
 from .recipe import Recipe, dump_recipe
 
 if TYPE_CHECKING:
@@ -404,6 +413,8 @@ def _write_formats(path: Path, rows: Sequence[Any], split: TokenizedSplit) -> No
                 "format": "reasoned" if row.rationale else "fast",
                 "tokens": lengths[row.id],
                 "rationale": row.rationale,
+                "obfuscation": row.obfuscation,
+                "canonical_signals": list(row.signals),
             }
             fh.write(json.dumps(record, ensure_ascii=False) + "\n")
 
@@ -457,13 +468,35 @@ def run_training(
         source=d.rationales.source,
         seed=seed + 1,
     )
+    if d.obfuscate is not None:
+        o = d.obfuscate
+        before = len(train_rows)
+        train_rows = add_obfuscated_copies(
+            train_rows, share=o.share, families=o.families, seed=seed if o.seed is None else o.seed
+        )
+        say(f"obfuscation: {len(train_rows) - before} obfuscated copies added ({', '.join(o.families)})")
+    canonical_stats = None
+    if d.canonicalize:
+        # What the server does to every query before its model reads it (default options).
+        train_rows, canonical_stats = canonicalize_rows(train_rows)
+        val_rows, _ = canonicalize_rows(val_rows)
+        say(
+            f"canonicalization: {canonical_stats['changed']} of {canonical_stats['texts']} training texts changed"
+            + (f" ({_counts(canonical_stats['signals'])})" if canonical_stats["signals"] else "")
+            + (
+                f"; obfuscated copies identical to their original after it: "
+                f"{_counts(canonical_stats['copies_same_as_original'])}"
+                if canonical_stats["copies_same_as_original"]
+                else ""
+            )
+        )
     fit = {"max_length": recipe.training.max_length, "max_text_tokens": d.max_text_tokens, "long_texts": d.long_texts}
     train_split = tokenize_rows(builder, train_rows, **fit)
     val_split = tokenize_rows(builder, val_rows, **fit)
     if not len(train_split):
         raise TrainError("every training text was dropped as too long (data.long_texts: drop); raise max_text_tokens")
     _write_formats(out / "data" / "formats.jsonl", train_rows, train_split)
-    summary = train_split.summary()
+    summary = {**train_split.summary(), "canonicalization": canonical_stats}
     say(
         f"train: {summary['examples']} examples ({summary['reasoned']} with rationale, {summary['fast']} FAST), "
         f"{summary['truncated_texts']} texts truncated, median {summary['tokens_median']} tokens; "
@@ -589,6 +622,10 @@ def _evaluate(
                 f"roc_auc {_fmt(head.get('roc_auc'))} (n={head['n']})"
             )
     return rows, "; ".join(report.warnings) or None
+
+
+def _counts(counts: dict[str, int]) -> str:
+    return ", ".join(f"{name} {n}" for name, n in counts.items())
 
 
 def _fmt(value: Any) -> str:
