@@ -107,9 +107,12 @@ def test_the_client_commands_stand_alone() -> None:
     assert done.returncode == 0, done.stderr
     listed = re.search(r"\{([a-z,-]+)\}", done.stdout)
     assert listed is not None and listed.group(1).split(",") == ["classify", "info", "health", "screen"]
-    assert "--local" not in subprocess.run(
-        [sys.executable, "-c", code.replace("['--help']", "['screen', '--help']")], capture_output=True, text=True
-    ).stdout
+    assert (
+        "--local"
+        not in subprocess.run(
+            [sys.executable, "-c", code.replace("['--help']", "['screen', '--help']")], capture_output=True, text=True
+        ).stdout
+    )
 
 
 def test_registered_parts_are_the_entry_points() -> None:

@@ -51,8 +51,18 @@ def chars_server(tiny_model: Path) -> Iterator[BackgroundServer]:
 
 @pytest.fixture(scope="module")
 def tokens_server(tiny_model: Path) -> Iterator[BackgroundServer]:
-    """A token limit that short texts already cross, under a character limit arbitrary text crosses too."""
-    config = server_config(tiny_model, max_text_chars=120, max_text_tokens=MAX_TOKENS, max_batch_items=MAX_ITEMS)
+    """A token limit that short texts already cross, under a character limit arbitrary text crosses too.
+
+    Canonicalization is off: these tests count the tokens of the text as sent, and would
+    otherwise see the spaced-out letters they use as token-heavy text joined into words.
+    """
+    config = server_config(
+        tiny_model,
+        max_text_chars=120,
+        max_text_tokens=MAX_TOKENS,
+        max_batch_items=MAX_ITEMS,
+        canonicalize_steps="none",
+    )
     with BackgroundServer(config) as srv:
         yield srv
 

@@ -57,9 +57,12 @@ class AsyncClient(ClientSettings):
         mode: Mode | str | None = None,
         threshold: float | None = None,
         truncate: bool = False,
+        canonicalize: bool | None = None,
         timeout: float | None = None,
     ) -> Classification:
-        request = to_request_pb(text, mode=mode, threshold=threshold, id=id, truncate=truncate)
+        request = to_request_pb(
+            text, mode=mode, threshold=threshold, id=id, truncate=truncate, canonicalize=canonicalize
+        )
         response, error = None, None
         try:
             with translated_errors():
@@ -75,9 +78,10 @@ class AsyncClient(ClientSettings):
         mode: Mode | str | None = None,
         threshold: float | None = None,
         truncate: bool = False,
+        canonicalize: bool | None = None,
         timeout: float | None = None,
     ) -> list[Classification | ItemError]:
-        request = batch_request_pb(items, mode, threshold, truncate)
+        request = batch_request_pb(items, mode, threshold, truncate, canonicalize)
         response, error = None, None
         try:
             with translated_errors():
@@ -95,15 +99,20 @@ class AsyncClient(ClientSettings):
         mode: Mode | str | None = None,
         threshold: float | None = None,
         truncate: bool = False,
+        canonicalize: bool | None = None,
         timeout: float | None = None,
     ) -> AsyncIterator[Classification | ItemError]:
         async def requests() -> AsyncIterator[pb.ClassifyRequest]:
             if isinstance(items, AsyncIterable):
                 async for item in items:
-                    yield to_request_pb(item, mode=mode, threshold=threshold, truncate=truncate)
+                    yield to_request_pb(
+                        item, mode=mode, threshold=threshold, truncate=truncate, canonicalize=canonicalize
+                    )
             else:
                 for item in items:
-                    yield to_request_pb(item, mode=mode, threshold=threshold, truncate=truncate)
+                    yield to_request_pb(
+                        item, mode=mode, threshold=threshold, truncate=truncate, canonicalize=canonicalize
+                    )
 
         call = self._stub.ClassifyStream(requests(), timeout=timeout, metadata=self._metadata)
         try:

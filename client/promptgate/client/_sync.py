@@ -69,9 +69,12 @@ class Client(ClientSettings):
         mode: Mode | str | None = None,
         threshold: float | None = None,
         truncate: bool = False,
+        canonicalize: bool | None = None,
         timeout: float | None = None,
     ) -> Classification:
-        request = to_request_pb(text, mode=mode, threshold=threshold, id=id, truncate=truncate)
+        request = to_request_pb(
+            text, mode=mode, threshold=threshold, id=id, truncate=truncate, canonicalize=canonicalize
+        )
         response, error = None, None
         try:
             with translated_errors():
@@ -87,10 +90,11 @@ class Client(ClientSettings):
         mode: Mode | str | None = None,
         threshold: float | None = None,
         truncate: bool = False,
+        canonicalize: bool | None = None,
         timeout: float | None = None,
     ) -> list[Classification | ItemError]:
         """Results in input order; an item the server rejects follows the failure policy."""
-        request = batch_request_pb(items, mode, threshold, truncate)
+        request = batch_request_pb(items, mode, threshold, truncate, canonicalize)
         response, error = None, None
         try:
             with translated_errors():
@@ -106,6 +110,7 @@ class Client(ClientSettings):
         mode: Mode | str | None = None,
         threshold: float | None = None,
         truncate: bool = False,
+        canonicalize: bool | None = None,
         timeout: float | None = None,
     ) -> Iterator[Classification | ItemError]:
         """Results as they finish (not in input order); match them by id.
@@ -115,7 +120,10 @@ class Client(ClientSettings):
         known to the server). `timeout` bounds the whole stream and has no client default:
         bulk streams may run for hours.
         """
-        requests = (to_request_pb(i, mode=mode, threshold=threshold, truncate=truncate) for i in items)
+        requests = (
+            to_request_pb(i, mode=mode, threshold=threshold, truncate=truncate, canonicalize=canonicalize)
+            for i in items
+        )
         call = self._stub.ClassifyStream(requests, timeout=timeout, metadata=self._metadata)
         try:
             with translated_errors():

@@ -43,6 +43,8 @@ class ScreenRequest:
     threshold: float | None = None
     # Cut over-long text to the server's limits (first and last parts) instead of failing.
     truncate: bool = False
+    # False: the model reads the text as sent (already normalized); None: the server's default (on).
+    canonicalize: bool | None = None
 
 
 @dataclass(frozen=True)
@@ -67,6 +69,8 @@ class Classification:
     label_scores: tuple[LabelScore, ...] = field(default=())
     # The server cut the text to its limits before classifying (the request set truncate).
     truncated: bool = False
+    # What the server's canonicalization found (e.g. "invisible_characters", "decoded:base64").
+    signals: tuple[str, ...] = ()
     # Set when the query could not be screened and the failure policy answered instead.
     error: ItemError | None = None
 
@@ -91,6 +95,7 @@ class Classification:
             "threshold": self.threshold,
             "model": self.model,
             **({"truncated": True} if self.truncated else {}),
+            **({"signals": list(self.signals)} if self.signals else {}),
             **({"error": {"code": self.error.code, "message": self.error.message}} if self.error else {}),
         }
 
@@ -152,6 +157,7 @@ def to_request_pb(
     threshold: float | None = None,
     id: str = "",
     truncate: bool = False,
+    canonicalize: bool | None = None,
 ) -> pb.ClassifyRequest:
     if isinstance(item, str):
         item = ScreenRequest(text=item, id=id)
@@ -164,6 +170,9 @@ def to_request_pb(
     chosen = item.threshold if item.threshold is not None else threshold
     if chosen is not None:
         req.threshold = chosen
+    canon = item.canonicalize if item.canonicalize is not None else canonicalize
+    if canon is not None:
+        req.canonicalize = canon
     return req
 
 
@@ -187,6 +196,7 @@ def parse_response(resp: pb.ClassifyResponse) -> Classification | ItemError:
         model=resp.model,
         label_scores=tuple(LabelScore(s.label, s.probability) for s in resp.label_scores),
         truncated=resp.truncated,
+        signals=tuple(resp.signals),
     )
 
 
@@ -218,8 +228,15 @@ def from_model_info_pb(info: pb.GetModelInfoResponse) -> ModelInfo:
 
 
 def batch_request_pb(
-    items: Iterable[str | ScreenRequest], mode: Mode | str | None, threshold: float | None, truncate: bool = False
+    items: Iterable[str | ScreenRequest],
+    mode: Mode | str | None,
+    threshold: float | None,
+    truncate: bool = False,
+    canonicalize: bool | None = None,
 ) -> pb.ClassifyBatchRequest:
     return pb.ClassifyBatchRequest(
-        requests=[to_request_pb(i, mode=mode, threshold=threshold, truncate=truncate) for i in items]
+        requests=[
+            to_request_pb(i, mode=mode, threshold=threshold, truncate=truncate, canonicalize=canonicalize)
+            for i in items
+        ]
     )

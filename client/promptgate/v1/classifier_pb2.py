@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from google.rpc import status_pb2 as google_dot_rpc_dot_status__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1epromptgate/v1/classifier.proto\x12\rpromptgate.v1\x1a\x17google/rpc/status.proto\"\x86\x01\n\x0f\x43lassifyRequest\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04text\x18\x02 \x01(\t\x12!\n\x04mode\x18\x03 \x01(\x0e\x32\x13.promptgate.v1.Mode\x12\x16\n\tthreshold\x18\x04 \x01(\x02H\x00\x88\x01\x01\x12\x10\n\x08truncate\x18\x05 \x01(\x08\x42\x0c\n\n_threshold\"0\n\nLabelScore\x12\r\n\x05label\x18\x01 \x01(\t\x12\x13\n\x0bprobability\x18\x02 \x01(\x02\"\xc6\x02\n\x10\x43lassifyResponse\x12\n\n\x02id\x18\x01 \x01(\t\x12\'\n\x07verdict\x18\x02 \x01(\x0e\x32\x16.promptgate.v1.Verdict\x12\x1d\n\x15malicious_probability\x18\x03 \x01(\x02\x12\r\n\x05label\x18\x04 \x01(\t\x12\x10\n\x08\x63\x61tegory\x18\x05 \x01(\t\x12\x11\n\trationale\x18\x06 \x01(\t\x12!\n\x04mode\x18\x07 \x01(\x0e\x32\x13.promptgate.v1.Mode\x12\x11\n\tthreshold\x18\x08 \x01(\x02\x12/\n\x0clabel_scores\x18\t \x03(\x0b\x32\x19.promptgate.v1.LabelScore\x12!\n\x05\x65rror\x18\n \x01(\x0b\x32\x12.google.rpc.Status\x12\r\n\x05model\x18\x0b \x01(\t\x12\x11\n\ttruncated\x18\x0c \x01(\x08\"H\n\x14\x43lassifyBatchRequest\x12\x30\n\x08requests\x18\x01 \x03(\x0b\x32\x1e.promptgate.v1.ClassifyRequest\"K\n\x15\x43lassifyBatchResponse\x12\x32\n\tresponses\x18\x01 \x03(\x0b\x32\x1f.promptgate.v1.ClassifyResponse\"\x15\n\x13GetModelInfoRequest\"U\n\tLabelInfo\x12\r\n\x05label\x18\x01 \x01(\t\x12\'\n\x07verdict\x18\x02 \x01(\x0e\x32\x16.promptgate.v1.Verdict\x12\x10\n\x08\x63\x61tegory\x18\x03 \x01(\t\"\x9e\x01\n\x06Limits\x12\x16\n\x0emax_text_chars\x18\x01 \x01(\x05\x12\x17\n\x0fmax_batch_items\x18\x02 \x01(\x05\x12\x1c\n\x14max_rationale_tokens\x18\x03 \x01(\x05\x12\x19\n\x11max_message_bytes\x18\x04 \x01(\x05\x12\x17\n\x0fmax_text_tokens\x18\x05 \x01(\x05\x12\x11\n\tmax_queue\x18\x06 \x01(\x05\"\x85\x03\n\x14GetModelInfoResponse\x12\r\n\x05model\x18\x01 \x01(\t\x12\x0f\n\x07profile\x18\x02 \x01(\t\x12(\n\x06labels\x18\x03 \x03(\x0b\x32\x18.promptgate.v1.LabelInfo\x12\x12\n\ncategories\x18\x04 \x03(\t\x12\x19\n\x11rationale_trained\x18\x05 \x01(\x08\x12\x0e\n\x06\x65ngine\x18\x06 \x01(\t\x12\x16\n\x0e\x65ngine_version\x18\x07 \x01(\t\x12\x0e\n\x06\x64\x65vice\x18\x08 \x01(\t\x12\r\n\x05\x64type\x18\t \x01(\t\x12)\n\x0c\x64\x65\x66\x61ult_mode\x18\n \x01(\x0e\x32\x13.promptgate.v1.Mode\x12\x19\n\x11\x64\x65\x66\x61ult_threshold\x18\x0b \x01(\x02\x12\x11\n\tauto_band\x18\x0c \x01(\x02\x12%\n\x06limits\x18\r \x01(\x0b\x32\x15.promptgate.v1.Limits\x12\x16\n\x0eserver_version\x18\x0e \x01(\t\x12\x15\n\rsystem_prompt\x18\x0f \x01(\t*M\n\x04Mode\x12\x14\n\x10MODE_UNSPECIFIED\x10\x00\x12\r\n\tMODE_FAST\x10\x01\x12\x11\n\rMODE_REASONED\x10\x02\x12\r\n\tMODE_AUTO\x10\x03*M\n\x07Verdict\x12\x17\n\x13VERDICT_UNSPECIFIED\x10\x00\x12\x12\n\x0eVERDICT_BENIGN\x10\x01\x12\x15\n\x11VERDICT_MALICIOUS\x10\x02\x32\xec\x02\n\x11\x43lassifierService\x12K\n\x08\x43lassify\x12\x1e.promptgate.v1.ClassifyRequest\x1a\x1f.promptgate.v1.ClassifyResponse\x12Z\n\rClassifyBatch\x12#.promptgate.v1.ClassifyBatchRequest\x1a$.promptgate.v1.ClassifyBatchResponse\x12U\n\x0e\x43lassifyStream\x12\x1e.promptgate.v1.ClassifyRequest\x1a\x1f.promptgate.v1.ClassifyResponse(\x01\x30\x01\x12W\n\x0cGetModelInfo\x12\".promptgate.v1.GetModelInfoRequest\x1a#.promptgate.v1.GetModelInfoResponseBY\n\x11\x64\x65v.promptgate.v1P\x01ZBgithub.com/promptgate/promptgate/gen/go/promptgate/v1;promptgatev1b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1epromptgate/v1/classifier.proto\x12\rpromptgate.v1\x1a\x17google/rpc/status.proto\"\xb2\x01\n\x0f\x43lassifyRequest\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04text\x18\x02 \x01(\t\x12!\n\x04mode\x18\x03 \x01(\x0e\x32\x13.promptgate.v1.Mode\x12\x16\n\tthreshold\x18\x04 \x01(\x02H\x00\x88\x01\x01\x12\x10\n\x08truncate\x18\x05 \x01(\x08\x12\x19\n\x0c\x63\x61nonicalize\x18\x06 \x01(\x08H\x01\x88\x01\x01\x42\x0c\n\n_thresholdB\x0f\n\r_canonicalize\"0\n\nLabelScore\x12\r\n\x05label\x18\x01 \x01(\t\x12\x13\n\x0bprobability\x18\x02 \x01(\x02\"\xd7\x02\n\x10\x43lassifyResponse\x12\n\n\x02id\x18\x01 \x01(\t\x12\'\n\x07verdict\x18\x02 \x01(\x0e\x32\x16.promptgate.v1.Verdict\x12\x1d\n\x15malicious_probability\x18\x03 \x01(\x02\x12\r\n\x05label\x18\x04 \x01(\t\x12\x10\n\x08\x63\x61tegory\x18\x05 \x01(\t\x12\x11\n\trationale\x18\x06 \x01(\t\x12!\n\x04mode\x18\x07 \x01(\x0e\x32\x13.promptgate.v1.Mode\x12\x11\n\tthreshold\x18\x08 \x01(\x02\x12/\n\x0clabel_scores\x18\t \x03(\x0b\x32\x19.promptgate.v1.LabelScore\x12!\n\x05\x65rror\x18\n \x01(\x0b\x32\x12.google.rpc.Status\x12\r\n\x05model\x18\x0b \x01(\t\x12\x11\n\ttruncated\x18\x0c \x01(\x08\x12\x0f\n\x07signals\x18\r \x03(\t\"H\n\x14\x43lassifyBatchRequest\x12\x30\n\x08requests\x18\x01 \x03(\x0b\x32\x1e.promptgate.v1.ClassifyRequest\"K\n\x15\x43lassifyBatchResponse\x12\x32\n\tresponses\x18\x01 \x03(\x0b\x32\x1f.promptgate.v1.ClassifyResponse\"\x15\n\x13GetModelInfoRequest\"U\n\tLabelInfo\x12\r\n\x05label\x18\x01 \x01(\t\x12\'\n\x07verdict\x18\x02 \x01(\x0e\x32\x16.promptgate.v1.Verdict\x12\x10\n\x08\x63\x61tegory\x18\x03 \x01(\t\"\x9e\x01\n\x06Limits\x12\x16\n\x0emax_text_chars\x18\x01 \x01(\x05\x12\x17\n\x0fmax_batch_items\x18\x02 \x01(\x05\x12\x1c\n\x14max_rationale_tokens\x18\x03 \x01(\x05\x12\x19\n\x11max_message_bytes\x18\x04 \x01(\x05\x12\x17\n\x0fmax_text_tokens\x18\x05 \x01(\x05\x12\x11\n\tmax_queue\x18\x06 \x01(\x05\"\xa1\x03\n\x14GetModelInfoResponse\x12\r\n\x05model\x18\x01 \x01(\t\x12\x0f\n\x07profile\x18\x02 \x01(\t\x12(\n\x06labels\x18\x03 \x03(\x0b\x32\x18.promptgate.v1.LabelInfo\x12\x12\n\ncategories\x18\x04 \x03(\t\x12\x19\n\x11rationale_trained\x18\x05 \x01(\x08\x12\x0e\n\x06\x65ngine\x18\x06 \x01(\t\x12\x16\n\x0e\x65ngine_version\x18\x07 \x01(\t\x12\x0e\n\x06\x64\x65vice\x18\x08 \x01(\t\x12\r\n\x05\x64type\x18\t \x01(\t\x12)\n\x0c\x64\x65\x66\x61ult_mode\x18\n \x01(\x0e\x32\x13.promptgate.v1.Mode\x12\x19\n\x11\x64\x65\x66\x61ult_threshold\x18\x0b \x01(\x02\x12\x11\n\tauto_band\x18\x0c \x01(\x02\x12%\n\x06limits\x18\r \x01(\x0b\x32\x15.promptgate.v1.Limits\x12\x16\n\x0eserver_version\x18\x0e \x01(\t\x12\x15\n\rsystem_prompt\x18\x0f \x01(\t\x12\x1a\n\x12\x63\x61nonicalize_steps\x18\x10 \x03(\t*M\n\x04Mode\x12\x14\n\x10MODE_UNSPECIFIED\x10\x00\x12\r\n\tMODE_FAST\x10\x01\x12\x11\n\rMODE_REASONED\x10\x02\x12\r\n\tMODE_AUTO\x10\x03*M\n\x07Verdict\x12\x17\n\x13VERDICT_UNSPECIFIED\x10\x00\x12\x12\n\x0eVERDICT_BENIGN\x10\x01\x12\x15\n\x11VERDICT_MALICIOUS\x10\x02\x32\xec\x02\n\x11\x43lassifierService\x12K\n\x08\x43lassify\x12\x1e.promptgate.v1.ClassifyRequest\x1a\x1f.promptgate.v1.ClassifyResponse\x12Z\n\rClassifyBatch\x12#.promptgate.v1.ClassifyBatchRequest\x1a$.promptgate.v1.ClassifyBatchResponse\x12U\n\x0e\x43lassifyStream\x12\x1e.promptgate.v1.ClassifyRequest\x1a\x1f.promptgate.v1.ClassifyResponse(\x01\x30\x01\x12W\n\x0cGetModelInfo\x12\".promptgate.v1.GetModelInfoRequest\x1a#.promptgate.v1.GetModelInfoResponseBY\n\x11\x64\x65v.promptgate.v1P\x01ZBgithub.com/promptgate/promptgate/gen/go/promptgate/v1;promptgatev1b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -33,28 +33,28 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'promptgate.v1.classifier_pb
 if not _descriptor._USE_C_DESCRIPTORS:
   _globals['DESCRIPTOR']._loaded_options = None
   _globals['DESCRIPTOR']._serialized_options = b'\n\021dev.promptgate.v1P\001ZBgithub.com/promptgate/promptgate/gen/go/promptgate/v1;promptgatev1'
-  _globals['_MODE']._serialized_start=1404
-  _globals['_MODE']._serialized_end=1481
-  _globals['_VERDICT']._serialized_start=1483
-  _globals['_VERDICT']._serialized_end=1560
+  _globals['_MODE']._serialized_start=1493
+  _globals['_MODE']._serialized_end=1570
+  _globals['_VERDICT']._serialized_start=1572
+  _globals['_VERDICT']._serialized_end=1649
   _globals['_CLASSIFYREQUEST']._serialized_start=75
-  _globals['_CLASSIFYREQUEST']._serialized_end=209
-  _globals['_LABELSCORE']._serialized_start=211
-  _globals['_LABELSCORE']._serialized_end=259
-  _globals['_CLASSIFYRESPONSE']._serialized_start=262
-  _globals['_CLASSIFYRESPONSE']._serialized_end=588
-  _globals['_CLASSIFYBATCHREQUEST']._serialized_start=590
-  _globals['_CLASSIFYBATCHREQUEST']._serialized_end=662
-  _globals['_CLASSIFYBATCHRESPONSE']._serialized_start=664
-  _globals['_CLASSIFYBATCHRESPONSE']._serialized_end=739
-  _globals['_GETMODELINFOREQUEST']._serialized_start=741
-  _globals['_GETMODELINFOREQUEST']._serialized_end=762
-  _globals['_LABELINFO']._serialized_start=764
-  _globals['_LABELINFO']._serialized_end=849
-  _globals['_LIMITS']._serialized_start=852
-  _globals['_LIMITS']._serialized_end=1010
-  _globals['_GETMODELINFORESPONSE']._serialized_start=1013
-  _globals['_GETMODELINFORESPONSE']._serialized_end=1402
-  _globals['_CLASSIFIERSERVICE']._serialized_start=1563
-  _globals['_CLASSIFIERSERVICE']._serialized_end=1927
+  _globals['_CLASSIFYREQUEST']._serialized_end=253
+  _globals['_LABELSCORE']._serialized_start=255
+  _globals['_LABELSCORE']._serialized_end=303
+  _globals['_CLASSIFYRESPONSE']._serialized_start=306
+  _globals['_CLASSIFYRESPONSE']._serialized_end=649
+  _globals['_CLASSIFYBATCHREQUEST']._serialized_start=651
+  _globals['_CLASSIFYBATCHREQUEST']._serialized_end=723
+  _globals['_CLASSIFYBATCHRESPONSE']._serialized_start=725
+  _globals['_CLASSIFYBATCHRESPONSE']._serialized_end=800
+  _globals['_GETMODELINFOREQUEST']._serialized_start=802
+  _globals['_GETMODELINFOREQUEST']._serialized_end=823
+  _globals['_LABELINFO']._serialized_start=825
+  _globals['_LABELINFO']._serialized_end=910
+  _globals['_LIMITS']._serialized_start=913
+  _globals['_LIMITS']._serialized_end=1071
+  _globals['_GETMODELINFORESPONSE']._serialized_start=1074
+  _globals['_GETMODELINFORESPONSE']._serialized_end=1491
+  _globals['_CLASSIFIERSERVICE']._serialized_start=1652
+  _globals['_CLASSIFIERSERVICE']._serialized_end=2016
 # @@protoc_insertion_point(module_scope)

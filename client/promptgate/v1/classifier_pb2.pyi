@@ -29,18 +29,20 @@ VERDICT_BENIGN: Verdict
 VERDICT_MALICIOUS: Verdict
 
 class ClassifyRequest(_message.Message):
-    __slots__ = ("id", "text", "mode", "threshold", "truncate")
+    __slots__ = ("id", "text", "mode", "threshold", "truncate", "canonicalize")
     ID_FIELD_NUMBER: _ClassVar[int]
     TEXT_FIELD_NUMBER: _ClassVar[int]
     MODE_FIELD_NUMBER: _ClassVar[int]
     THRESHOLD_FIELD_NUMBER: _ClassVar[int]
     TRUNCATE_FIELD_NUMBER: _ClassVar[int]
+    CANONICALIZE_FIELD_NUMBER: _ClassVar[int]
     id: str
     text: str
     mode: Mode
     threshold: float
     truncate: bool
-    def __init__(self, id: _Optional[str] = ..., text: _Optional[str] = ..., mode: _Optional[_Union[Mode, str]] = ..., threshold: _Optional[float] = ..., truncate: _Optional[bool] = ...) -> None: ...
+    canonicalize: bool
+    def __init__(self, id: _Optional[str] = ..., text: _Optional[str] = ..., mode: _Optional[_Union[Mode, str]] = ..., threshold: _Optional[float] = ..., truncate: _Optional[bool] = ..., canonicalize: _Optional[bool] = ...) -> None: ...
 
 class LabelScore(_message.Message):
     __slots__ = ("label", "probability")
@@ -51,7 +53,7 @@ class LabelScore(_message.Message):
     def __init__(self, label: _Optional[str] = ..., probability: _Optional[float] = ...) -> None: ...
 
 class ClassifyResponse(_message.Message):
-    __slots__ = ("id", "verdict", "malicious_probability", "label", "category", "rationale", "mode", "threshold", "label_scores", "error", "model", "truncated")
+    __slots__ = ("id", "verdict", "malicious_probability", "label", "category", "rationale", "mode", "threshold", "label_scores", "error", "model", "truncated", "signals")
     ID_FIELD_NUMBER: _ClassVar[int]
     VERDICT_FIELD_NUMBER: _ClassVar[int]
     MALICIOUS_PROBABILITY_FIELD_NUMBER: _ClassVar[int]
@@ -64,6 +66,7 @@ class ClassifyResponse(_message.Message):
     ERROR_FIELD_NUMBER: _ClassVar[int]
     MODEL_FIELD_NUMBER: _ClassVar[int]
     TRUNCATED_FIELD_NUMBER: _ClassVar[int]
+    SIGNALS_FIELD_NUMBER: _ClassVar[int]
     id: str
     verdict: Verdict
     malicious_probability: float
@@ -76,7 +79,8 @@ class ClassifyResponse(_message.Message):
     error: _status_pb2.Status
     model: str
     truncated: bool
-    def __init__(self, id: _Optional[str] = ..., verdict: _Optional[_Union[Verdict, str]] = ..., malicious_probability: _Optional[float] = ..., label: _Optional[str] = ..., category: _Optional[str] = ..., rationale: _Optional[str] = ..., mode: _Optional[_Union[Mode, str]] = ..., threshold: _Optional[float] = ..., label_scores: _Optional[_Iterable[_Union[LabelScore, _Mapping]]] = ..., error: _Optional[_Union[_status_pb2.Status, _Mapping]] = ..., model: _Optional[str] = ..., truncated: _Optional[bool] = ...) -> None: ...
+    signals: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, id: _Optional[str] = ..., verdict: _Optional[_Union[Verdict, str]] = ..., malicious_probability: _Optional[float] = ..., label: _Optional[str] = ..., category: _Optional[str] = ..., rationale: _Optional[str] = ..., mode: _Optional[_Union[Mode, str]] = ..., threshold: _Optional[float] = ..., label_scores: _Optional[_Iterable[_Union[LabelScore, _Mapping]]] = ..., error: _Optional[_Union[_status_pb2.Status, _Mapping]] = ..., model: _Optional[str] = ..., truncated: _Optional[bool] = ..., signals: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class ClassifyBatchRequest(_message.Message):
     __slots__ = ("requests",)
@@ -121,7 +125,7 @@ class Limits(_message.Message):
     def __init__(self, max_text_chars: _Optional[int] = ..., max_batch_items: _Optional[int] = ..., max_rationale_tokens: _Optional[int] = ..., max_message_bytes: _Optional[int] = ..., max_text_tokens: _Optional[int] = ..., max_queue: _Optional[int] = ...) -> None: ...
 
 class GetModelInfoResponse(_message.Message):
-    __slots__ = ("model", "profile", "labels", "categories", "rationale_trained", "engine", "engine_version", "device", "dtype", "default_mode", "default_threshold", "auto_band", "limits", "server_version", "system_prompt")
+    __slots__ = ("model", "profile", "labels", "categories", "rationale_trained", "engine", "engine_version", "device", "dtype", "default_mode", "default_threshold", "auto_band", "limits", "server_version", "system_prompt", "canonicalize_steps")
     MODEL_FIELD_NUMBER: _ClassVar[int]
     PROFILE_FIELD_NUMBER: _ClassVar[int]
     LABELS_FIELD_NUMBER: _ClassVar[int]
@@ -137,6 +141,7 @@ class GetModelInfoResponse(_message.Message):
     LIMITS_FIELD_NUMBER: _ClassVar[int]
     SERVER_VERSION_FIELD_NUMBER: _ClassVar[int]
     SYSTEM_PROMPT_FIELD_NUMBER: _ClassVar[int]
+    CANONICALIZE_STEPS_FIELD_NUMBER: _ClassVar[int]
     model: str
     profile: str
     labels: _containers.RepeatedCompositeFieldContainer[LabelInfo]
@@ -152,4 +157,5 @@ class GetModelInfoResponse(_message.Message):
     limits: Limits
     server_version: str
     system_prompt: str
-    def __init__(self, model: _Optional[str] = ..., profile: _Optional[str] = ..., labels: _Optional[_Iterable[_Union[LabelInfo, _Mapping]]] = ..., categories: _Optional[_Iterable[str]] = ..., rationale_trained: _Optional[bool] = ..., engine: _Optional[str] = ..., engine_version: _Optional[str] = ..., device: _Optional[str] = ..., dtype: _Optional[str] = ..., default_mode: _Optional[_Union[Mode, str]] = ..., default_threshold: _Optional[float] = ..., auto_band: _Optional[float] = ..., limits: _Optional[_Union[Limits, _Mapping]] = ..., server_version: _Optional[str] = ..., system_prompt: _Optional[str] = ...) -> None: ...
+    canonicalize_steps: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, model: _Optional[str] = ..., profile: _Optional[str] = ..., labels: _Optional[_Iterable[_Union[LabelInfo, _Mapping]]] = ..., categories: _Optional[_Iterable[str]] = ..., rationale_trained: _Optional[bool] = ..., engine: _Optional[str] = ..., engine_version: _Optional[str] = ..., device: _Optional[str] = ..., dtype: _Optional[str] = ..., default_mode: _Optional[_Union[Mode, str]] = ..., default_threshold: _Optional[float] = ..., auto_band: _Optional[float] = ..., limits: _Optional[_Union[Limits, _Mapping]] = ..., server_version: _Optional[str] = ..., system_prompt: _Optional[str] = ..., canonicalize_steps: _Optional[_Iterable[str]] = ...) -> None: ...

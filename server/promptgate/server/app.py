@@ -26,7 +26,7 @@ from .engine import Engine, load_engine
 from .interceptors import RpcEnvelopeInterceptor
 from .logs import configure_logging, get_logger
 from .metrics import ServerMetrics
-from .screening import Screening, ScreeningLimits
+from .screening import Screening
 from .security import TokenAuthInterceptor, load_tokens, server_credentials
 from .servicer import ClassifierServicer
 from .telemetry import QueryTelemetry
@@ -65,7 +65,7 @@ class ServerHandle:
     def screening_for(self, engine: Engine) -> Screening:
         """The screening path over `engine` with this server's limits, metrics and logs."""
         telemetry = QueryTelemetry(self.metrics, log_query_text=self.config.log_query_text)
-        return Screening(engine, ScreeningLimits.from_config(self.config), observer=telemetry)
+        return Screening.over(engine, self.config, observer=telemetry)
 
     async def load(self) -> Screening:
         """Load the configured model and start serving it (slow: weights)."""

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .canonicalize import CanonicalizeOptions
 from .domain import Mode
 
 ENV_PREFIX = "PROMPTGATE_"
@@ -72,7 +73,19 @@ class ServerConfig:
         default=0.15,
         metadata=_opt("AUTO escalates to REASONED when |probability - threshold| <= this band."),
     )
-    max_text_chars: int = field(default=16000, metadata=_opt("Longest accepted query, in characters."))
+    max_text_chars: int = field(
+        default=16000,
+        metadata=_opt(
+            "Longest accepted query, in characters, as sent and again after canonicalization (decoded payloads)."
+        ),
+    )
+    canonicalize_steps: str = field(
+        default="all",
+        metadata=_opt(
+            "Canonicalization steps run on every query before the model reads it: all, none, or a comma-separated "
+            "list of nfkc, invisible, tags, confusables, spaced_letters, decode (see README, Evasions)."
+        ),
+    )
     max_text_tokens: int | None = field(
         default=None,
         metadata=_opt(
@@ -180,6 +193,10 @@ class ServerConfig:
                 problems.append(f"{_names(f.name)}: {value!r} is not one of {', '.join(choices)}")
         if not 0.0 <= self.threshold <= 1.0:
             problems.append(f"{_names('threshold')}: {self.threshold} is not in [0, 1]")
+        try:
+            self.canonicalize_options()
+        except ValueError as exc:
+            problems.append(f"{_names('canonicalize_steps')}: {exc}")
         if not 0.0 <= self.auto_band <= 0.5:
             problems.append(f"{_names('auto_band')}: {self.auto_band} is not in [0, 0.5]")
         for name in ("port", "metrics_port"):
@@ -254,6 +271,10 @@ class ServerConfig:
     @property
     def mode(self) -> Mode:
         return Mode(self.default_mode)
+
+    def canonicalize_options(self) -> CanonicalizeOptions:
+        """The canonicalization `canonicalize_steps` asks for; decoding never yields more than the text limit."""
+        return CanonicalizeOptions.from_steps(self.canonicalize_steps, max_decoded_chars=self.max_text_chars)
 
     def as_log_dict(self) -> dict[str, Any]:
         values = dataclasses.asdict(self)

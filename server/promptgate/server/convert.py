@@ -33,7 +33,10 @@ STATUS_DETAILS_KEY = "grpc-status-details-bin"
 def query_from(request: pb.ClassifyRequest) -> Query:
     mode = _MODES_IN[request.mode] if request.mode in _MODES_IN else str(request.mode)
     threshold = request.threshold if request.HasField("threshold") else None
-    return Query(text=request.text, mode=mode, threshold=threshold, truncate=request.truncate)
+    canonicalize = request.canonicalize if request.HasField("canonicalize") else True
+    return Query(
+        text=request.text, mode=mode, threshold=threshold, truncate=request.truncate, canonicalize=canonicalize
+    )
 
 
 def response_for(request_id: str, outcome: Classification | ScreeningError, model: str) -> pb.ClassifyResponse:
@@ -51,6 +54,7 @@ def response_for(request_id: str, outcome: Classification | ScreeningError, mode
         label_scores=[pb.LabelScore(label=s.label, probability=s.probability) for s in outcome.label_scores],
         model=model,
         truncated=outcome.truncated,
+        signals=outcome.signals,
     )
 
 
@@ -99,6 +103,7 @@ def model_info(description: ModelDescription, *, max_queue: int, max_message_byt
         ),
         server_version=server_version(),
         system_prompt=profile.system_prompt,
+        canonicalize_steps=description.canonicalize_steps,
     )
 
 

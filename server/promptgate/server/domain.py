@@ -35,6 +35,8 @@ class Query:
     threshold: float | None = None
     # Cut over-long text to the limits (first and last parts) instead of rejecting it.
     truncate: bool = False
+    # False: the model reads the text as sent, without the server's canonicalization.
+    canonicalize: bool = True
 
 
 @dataclass(frozen=True)
@@ -58,10 +60,14 @@ class Classification:
     # REASONED: rationale length, and when its first token came (time.perf_counter()).
     rationale_tokens: int = 0
     first_token_at: float | None = None
+    # What canonicalization found in the text (promptgate.server.canonicalize.SIGNALS).
+    signals: tuple[str, ...] = ()
 
-    def with_truncated(self) -> Classification:
-        """The same answer, marked as given for text cut to the limits."""
-        return dataclasses.replace(self, truncated=True)
+    def as_screened(self, *, truncated: bool, signals: tuple[str, ...]) -> Classification:
+        """The same answer, with what the path did to the text before the model read it."""
+        if not truncated and not signals:
+            return self
+        return dataclasses.replace(self, truncated=truncated, signals=signals)
 
 
 def keep_both_ends(items: Sequence[T], limit: int) -> list[T]:

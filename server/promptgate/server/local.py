@@ -71,6 +71,7 @@ class RayScreeningWorker:
 
     def __call__(self, batch: dict[str, Any]) -> dict[str, list[Any]]:
         queries = [Query(str(text), self.mode, self.threshold) for text in batch["text"]]
+
         # The whole batch at once: the engine batches it (continuously, with vLLM). Batch
         # size is the pipeline's setting, not a request's, so the batch limit does not apply.
         async def all_of() -> list[Classification | ScreeningError]:

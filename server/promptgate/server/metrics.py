@@ -40,6 +40,12 @@ class ServerMetrics:
             ["code"],
             registry=r,
         )
+        self.canonicalization_signals = Counter(
+            "promptgate_canonicalization_signals_total",
+            "Classified queries in which canonicalization found each evasion signal (decoded:base64, ...).",
+            ["signal"],
+            registry=r,
+        )
         self.malicious_probability = Histogram(
             "promptgate_malicious_probability",
             "Malicious probability of classified queries.",

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Protocol, TypeVar
 from promptgate.concurrency import map_unordered
 from promptgate.profiles import ModelProfile
 
+from .canonicalize import Canonical, CanonicalizeOptions, canonicalize
 from .domain import Classification, Mode, Query, keep_both_ends
 from .engine.base import BackendStats, Engine, EngineDescription, ScreeningSettings
 from .errors import InvalidInput, ScreeningError, as_screening_error
@@ -48,6 +49,17 @@ class ScreeningLimits:
 
 
 @dataclass(frozen=True)
+class _Prepared:
+    """A checked query: what the engine gets, and what the path did to the text on the way."""
+
+    text_ids: list[int]
+    mode: Mode
+    threshold: float
+    truncated: bool
+    signals: tuple[str, ...]
+
+
+@dataclass(frozen=True)
 class ModelDescription:
     """Everything GetModelInfo reports, in domain terms."""
 
@@ -57,6 +69,7 @@ class ModelDescription:
     settings: ScreeningSettings
     limits: ScreeningLimits
     max_text_tokens: int
+    canonicalize_steps: tuple[str, ...]
 
 
 @dataclass(frozen=True)
@@ -86,18 +99,35 @@ class Screening:
     """The screening path over one engine. Construct with `load` (or over an engine for tests)."""
 
     def __init__(
-        self, engine: Engine, limits: ScreeningLimits | None = None, *, observer: QueryObserver | None = None
+        self,
+        engine: Engine,
+        limits: ScreeningLimits | None = None,
+        *,
+        canonicalization: CanonicalizeOptions | None = None,
+        observer: QueryObserver | None = None,
     ) -> None:
         self.engine = engine
         self.limits = limits or ScreeningLimits()
+        # Decoded payloads never grow a text past the character limit (see _prepare).
+        self.canonicalization = canonicalization or CanonicalizeOptions(max_decoded_chars=self.limits.max_text_chars)
         self.observer = observer
+
+    @classmethod
+    def over(cls, engine: Engine, config: ServerConfig, *, observer: QueryObserver | None = None) -> Screening:
+        """The path over a started engine, with `config`'s limits and canonicalization."""
+        return cls(
+            engine,
+            ScreeningLimits.from_config(config),
+            canonicalization=config.canonicalize_options(),
+            observer=observer,
+        )
 
     @classmethod
     async def load(cls, config: ServerConfig, *, observer: QueryObserver | None = None) -> Screening:
         """Load the engine `config` asks for and start it. Slow (weights): run before serving."""
         from .engine import load_engine
 
-        return cls(await load_engine(config), ScreeningLimits.from_config(config), observer=observer)
+        return cls.over(await load_engine(config), config, observer=observer)
 
     # -- what the path is over ---------------------------------------------------------------
 
@@ -124,6 +154,7 @@ class Screening:
             settings=self.engine.settings,
             limits=self.limits,
             max_text_tokens=self.engine.max_text_tokens,
+            canonicalize_steps=self.canonicalization.steps,
         )
 
     def observe_batches(self, observer: Callable[[int], None] | None) -> None:
@@ -152,8 +183,8 @@ class Screening:
         except ValueError:
             raise InvalidInput(f"unknown mode {mode}", reason="UNKNOWN_MODE") from None
 
-    async def _prepare(self, query: Query) -> tuple[list[int], Mode, float, bool]:
-        """Checked and encoded: (text ids, mode, threshold, truncated). Raises InvalidInput."""
+    async def _prepare(self, query: Query) -> _Prepared:
+        """Checked, canonicalized and encoded. Raises InvalidInput."""
         text = query.text
         if not text.strip():
             raise InvalidInput("text is empty", reason="EMPTY_TEXT")
@@ -176,10 +207,23 @@ class Screening:
                 f"model profile {self.engine.profile.name!r} was not trained with rationales: use FAST",
                 reason="NO_RATIONALES",
             )
+        options = self.canonicalization if query.canonicalize else None
         if len(text) > _INLINE_TOKENIZE_CHARS:
-            ids = await asyncio.to_thread(self.engine.encode, text)
+            canonical, ids = await asyncio.to_thread(self._read, text, options)
         else:
-            ids = self.engine.encode(text)
+            canonical, ids = self._read(text, options)
+        read = canonical.text
+        if not read.strip():
+            raise InvalidInput("text is empty after canonicalization", reason="EMPTY_AFTER_CANONICALIZATION")
+        if len(read) > max_chars:  # decoded payloads made it longer than the caller could send
+            if not query.truncate:
+                raise InvalidInput(
+                    f"text is {len(read)} characters long after canonicalization; the limit is "
+                    f"{max_chars} characters (max_text_chars); set truncate to classify its first and last parts",
+                    reason="TOO_LONG_DECODED",
+                )
+            read, cut = "".join(keep_both_ends(read, max_chars)), True
+            ids = await asyncio.to_thread(self.engine.encode, read)
         limit = self.engine.max_text_tokens
         if len(ids) > limit:
             if not query.truncate:
@@ -188,7 +232,12 @@ class Screening:
                     reason="TOO_MANY_TOKENS",
                 )
             ids, cut = keep_both_ends(ids, limit), True
-        return ids, mode, threshold, cut
+        return _Prepared(ids, mode, threshold, cut, canonical.signals)
+
+    def _read(self, text: str, options: CanonicalizeOptions | None) -> tuple[Canonical, list[int]]:
+        """What the model reads: the canonical text (when asked and any step is on), and its tokens."""
+        canonical = canonicalize(text, options) if options is not None and options.steps else Canonical(text)
+        return canonical, self.engine.encode(canonical.text)
 
     # -- one query -----------------------------------------------------------------------------
 
@@ -196,8 +245,8 @@ class Screening:
         """Screen one query. Raises ScreeningError (its kind gives the status); cancelling stops the engine's work."""
         started = time.perf_counter()
         try:
-            ids, mode, threshold, cut = await self._prepare(query)
-            result = await self.engine.classify_tokens(ids, mode, threshold)
+            prepared = await self._prepare(query)
+            result = await self.engine.classify_tokens(prepared.text_ids, prepared.mode, prepared.threshold)
         except asyncio.CancelledError:
             self._tell(FinishedQuery(query, None, caller, id, started))
             raise
@@ -205,8 +254,7 @@ class Screening:
             error = as_screening_error(exc)
             self._tell(FinishedQuery(query, error, caller, id, started, None if error is exc else exc))
             raise error from exc
-        if cut:
-            result = result.with_truncated()
+        result = result.as_screened(truncated=prepared.truncated, signals=prepared.signals)
         self._tell(FinishedQuery(query, result, caller, id, started))
         return result
 

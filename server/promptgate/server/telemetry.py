@@ -48,6 +48,7 @@ class QueryTelemetry:
                 verdict=outcome.verdict.value,
                 malicious_probability=round(outcome.malicious_probability, 4),
                 truncated=outcome.truncated,
+                **({"signals": list(outcome.signals)} if outcome.signals else {}),
                 latency_ms=latency_ms,
                 **text,
             )
@@ -56,6 +57,8 @@ class QueryTelemetry:
         m = self.metrics
         m.queries.labels(verdict=result.verdict.value, category=result.category, mode=result.mode.value).inc()
         m.malicious_probability.observe(result.malicious_probability)
+        for signal in result.signals:
+            m.canonicalization_signals.labels(signal=signal).inc()
         m.engine_latency.labels(mode=result.mode.value).observe(time.perf_counter() - started)
         if result.mode is Mode.REASONED:
             m.rationale_tokens.observe(result.rationale_tokens)

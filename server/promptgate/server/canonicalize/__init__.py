@@ -45,6 +45,7 @@ from .spacing import MIN_SPACED_LETTERS, join_spaced_letters
 __all__ = [
     "MIN_SPACED_LETTERS",
     "SIGNALS",
+    "STEPS",
     "Canonical",
     "CanonicalizeOptions",
     "StepResult",
@@ -79,6 +80,9 @@ SIGNALS = frozenset(
     }
 )
 
+# The steps' names (CanonicalizeOptions fields, settings' values), in the order they run.
+STEPS = ("nfkc", "tags", "invisible", "spaced_letters", "confusables", "decode")
+
 # Passes without decoding the other steps may need to settle after the last decoding pass
 # (in practice one: removing a character can leave a sequence NFKC composes).
 _SETTLE_PASSES = 3
@@ -107,6 +111,25 @@ class CanonicalizeOptions:
     def disabled(cls) -> CanonicalizeOptions:
         """Every step off: canonicalize returns the text as it is."""
         return cls(nfkc=False, invisible=False, tags=False, confusables=False, spaced_letters=False, decode=False)
+
+    @classmethod
+    def from_steps(cls, steps: str, **limits: int) -> CanonicalizeOptions:
+        """Options from a setting's value: "all", "none", or a comma-separated list of STEPS."""
+        value = steps.strip().lower()
+        if value == "all":
+            return cls(**limits)
+        chosen = set() if value == "none" else {s.strip() for s in value.split(",") if s.strip()}
+        unknown = sorted(chosen - set(STEPS))
+        if unknown:
+            raise ValueError(f"unknown step(s) {', '.join(unknown)}: use all, none or some of {', '.join(STEPS)}")
+        if not chosen and value != "none":
+            raise ValueError(f"no step named: use all, none or some of {', '.join(STEPS)}")
+        return cls(**{step: step in chosen for step in STEPS}, **limits)
+
+    @property
+    def steps(self) -> tuple[str, ...]:
+        """The steps that run, in the order they run."""
+        return tuple(step for step in STEPS if getattr(self, step))
 
 
 @dataclass(frozen=True)
