@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from promptgate.profiles import BUILTIN_PROFILES, PromptBuilder
-from promptgate.server.canonicalize import canonicalize
+from promptgate.server.canonicalize import CanonicalizeOptions, canonicalize
 from promptgate.trainer.obfuscate import FAMILIES, obfuscate
 from promptgate.trainer.sft.dataset import (
     TrainingRow,
@@ -18,6 +18,7 @@ from promptgate.trainer.sft.dataset import (
     answer_for,
     assign_rationales,
     build_example,
+    canonicalization_options,
     canonicalize_rows,
     drop_excluded,
     stratified_limit,
@@ -108,7 +109,8 @@ def test_paths_resolve_against_the_recipe_folder_and_hub_ids_stay(tmp_path: Path
         ("lora: {r: 0}", "lora.r: must be at least 1"),
         ("eval: {modes: [fast, slow]}", "eval.modes[1]: expected one of"),
         ("export: {dtype: int8}", "export.dtype: expected one of"),
-        ("data: {train: t.jsonl, canonicalize: 'yes'}", "data.canonicalize: expected true or false"),
+        ("data: {train: t.jsonl, canonicalize: 1}", "data.canonicalize: expected true or false or a string"),
+        ("data: {train: t.jsonl, canonicalize: 'nfkc,rot47'}", "data.canonicalize: unknown step(s) rot47"),
         ("data: {train: t.jsonl, obfuscate: {share: 0}}", "data.obfuscate.share: must be in (0, 1], got 0.0"),
         ("data: {train: t.jsonl, obfuscate: {share: 1.5}}", "data.obfuscate.share: must be in (0, 1]"),
         (
@@ -197,6 +199,11 @@ def test_canonicalize_and_obfuscate_keys(tmp_path: Path) -> None:
     # Training reads what the server reads: canonicalization is on unless a recipe turns it off.
     assert plain.data.canonicalize is True and plain.data.obfuscate is None
     assert load_recipe(path, ["data.canonicalize=false"]).data.canonicalize is False
+    # Or the steps, as the server's canonicalize_steps names them.
+    assert load_recipe(path, ["data.canonicalize=nfkc,invisible"]).data.canonicalize == "nfkc,invisible"
+    assert canonicalization_options(True) == CanonicalizeOptions()
+    assert canonicalization_options(False) is None and canonicalization_options("none") is None
+    assert canonicalization_options("tags, decode").steps == ("tags", "decode")
     # --set creates the section; the other keys take their defaults (every family, the data seed).
     some = load_recipe(path, ["data.obfuscate.share=0.3"]).data.obfuscate
     assert some is not None and some.share == 0.3 and some.families == FAMILIES and some.seed is None
@@ -313,9 +320,21 @@ def test_canonicalized_rows_are_what_the_server_reads() -> None:
             assert row.text.endswith(by_id[row.copy_of].text) and row.text != by_id[row.copy_of].text
             assert "decoded:base64" in row.signals
     n_zero_width = sum(r.obfuscation == "zero_width" for r in rows)
-    assert stats["texts"] == 60 and stats["changed"] == 20 and 0 < n_zero_width < 20
+    assert stats["texts"] == 60 and stats["changed"] == 20 and stats["dropped_empty"] == 0
+    assert 0 < n_zero_width < 20
     assert stats["copies_same_as_original"] == {"base64": 0, "zero_width": n_zero_width}
     assert stats["signals"] == {"decoded:base64": 20 - n_zero_width, "invisible_characters": n_zero_width}
+
+
+def test_canonicalization_steps_and_empty_texts() -> None:
+    rows = [
+        TrainingRow("a", "Ｉｇｎｏｒｅ\u200b it", "malicious", "jailbreak", None),
+        TrainingRow("b", "\u200b\u200b\u00ad", "benign", None, None),  # nothing to read: the server refuses it
+    ]
+    out, stats = canonicalize_rows(rows)
+    assert [r.text for r in out] == ["Ignore it"] and stats["dropped_empty"] == 1
+    only_nfkc, _ = canonicalize_rows(rows[:1], canonicalization_options("nfkc"))
+    assert only_nfkc[0].text == "Ignore\u200b it" and only_nfkc[0].signals == ("fullwidth_or_compatibility",)
 
 
 def test_answer_for_profiles() -> None:

@@ -38,6 +38,8 @@ from .standin import template_rationale
 if TYPE_CHECKING:
     from datasets import Dataset
 
+    from promptgate.server.canonicalize import CanonicalizeOptions
+
 __all__ = [
     "ExampleLike",
     "TokenizedSplit",
@@ -46,6 +48,7 @@ __all__ = [
     "answer_for",
     "assign_rationales",
     "build_example",
+    "canonicalization_options",
     "canonicalize_rows",
     "drop_excluded",
     "file_sha256",
@@ -194,20 +197,39 @@ def add_obfuscated_copies(
     return [*rows, *copies]
 
 
-def canonicalize_rows(rows: Sequence[TrainingRow]) -> tuple[list[TrainingRow], dict[str, Any]]:
-    """Each row's text as the server's canonicalization (default options: every step) gives it.
+def canonicalization_options(setting: bool | str) -> CanonicalizeOptions | None:
+    """The options a recipe's `data.canonicalize` asks for; None: none (raw texts)."""
+    from promptgate.server.canonicalize import CanonicalizeOptions
 
-    Returns the rows and what happened: how many texts changed, the signals found, and how many
+    if setting is True:
+        return CanonicalizeOptions()
+    if setting is False:
+        return None
+    options = CanonicalizeOptions.from_steps(setting)
+    return options if options.steps else None
+
+
+def canonicalize_rows(
+    rows: Sequence[TrainingRow], options: CanonicalizeOptions | None = None
+) -> tuple[list[TrainingRow], dict[str, Any]]:
+    """Each row's text as the server's canonicalization gives it (by default with every step, as served).
+
+    A row whose text canonicalizes to nothing is dropped: the server refuses such a query
+    (EMPTY_AFTER_CANONICALIZATION), so there is no answer to learn. Returns the rows and what
+    happened: how many texts changed, the signals found, the rows dropped, and how many
     obfuscated copies came out identical to their canonicalized original (the evasion fully
     undone: the copy is then a repeat of its original).
     """
     from promptgate.server.canonicalize import canonicalize
 
     out: list[TrainingRow] = []
-    changed = 0
+    changed = dropped = 0
     signals: Counter[str] = Counter()
     for row in rows:
-        canonical = canonicalize(row.text)
+        canonical = canonicalize(row.text) if options is None else canonicalize(row.text, options)
+        if not canonical.text.strip():
+            dropped += 1
+            continue
         changed += canonical.text != row.text
         signals.update(canonical.signals)
         out.append(dataclasses.replace(row, text=canonical.text, signals=canonical.signals))
@@ -221,6 +243,7 @@ def canonicalize_rows(rows: Sequence[TrainingRow]) -> tuple[list[TrainingRow], d
     stats = {
         "texts": len(out),
         "changed": changed,
+        "dropped_empty": dropped,
         "signals": dict(sorted(signals.items())),
         "copies_same_as_original": {family: same[family] for family in sorted(copies)},
     }

@@ -175,8 +175,8 @@ def write_model_card(
     lines.append(
         "- Canonicalization (data.canonicalize): "
         + (
-            f"every text went through the server's canonicalization before tokenization; it changed "
-            f"{canonical['changed']} of {canonical['texts']} training texts"
+            f"every text went through the server's canonicalization ({', '.join(canonical['steps'])}) "
+            f"before tokenization; it changed {canonical['changed']} of {canonical['texts']} training texts"
             + (f" ({_counts(canonical['signals'])})" if canonical["signals"] else "")
             if canonical is not None
             else "off: the model trained on raw texts; serve it with canonicalization off (canonicalize_steps none)"

@@ -163,10 +163,10 @@ class DataSection:
     max_text_tokens: int | None = None
     long_texts: Literal["keep_both_ends", "drop"] = "keep_both_ends"
     # Every text (train and val, before it is cut or tokenized) goes through the server's
-    # canonicalization (`promptgate.server.canonicalize`, every step on: the server's default),
-    # so the model trains on the text it will be served. false: the raw texts, for a server
-    # run with canonicalization off.
-    canonicalize: bool = True
+    # canonicalization (`promptgate.server.canonicalize`), so the model trains on the text its
+    # server's model reads. true: every step (the server's default); false: the raw texts; or
+    # the steps as the server's `canonicalize_steps` names them ("all", "none", "nfkc,tags").
+    canonicalize: bool | str = True
     obfuscate: ObfuscateSection | None = None
     seed: int | None = None
 
@@ -435,6 +435,13 @@ def _check(recipe: Recipe) -> None:
         "data.max_text_tokens",
         f"must be at least 8, got {d.max_text_tokens}",
     )
+    if isinstance(d.canonicalize, str):
+        from promptgate.server.canonicalize import CanonicalizeOptions
+
+        try:
+            CanonicalizeOptions.from_steps(d.canonicalize)
+        except ValueError as exc:
+            raise RecipeError(f"data.canonicalize: {exc} (or true / false)") from None
     if d.obfuscate is not None:
         o = d.obfuscate
         _require(0.0 < o.share <= 1.0, "data.obfuscate.share", f"must be in (0, 1], got {o.share}")

@@ -34,6 +34,7 @@ from .dataset import (
     TokenizedSplit,
     add_obfuscated_copies,
     assign_rationales,
+    canonicalization_options,
     canonicalize_rows,
     drop_excluded,
     file_sha256,
@@ -476,12 +477,17 @@ def run_training(
         )
         say(f"obfuscation: {len(train_rows) - before} obfuscated copies added ({', '.join(o.families)})")
     canonical_stats = None
-    if d.canonicalize:
-        # What the server does to every query before its model reads it (default options).
-        train_rows, canonical_stats = canonicalize_rows(train_rows)
-        val_rows, _ = canonicalize_rows(val_rows)
+    options = canonicalization_options(d.canonicalize)
+    if options is not None:
+        # What the server does to every query before its model reads it.
+        train_rows, canonical_stats = canonicalize_rows(train_rows, options)
+        val_rows, _ = canonicalize_rows(val_rows, options)
+        canonical_stats["steps"] = list(options.steps)
+        if canonical_stats["dropped_empty"]:
+            say(f"canonicalization: {canonical_stats['dropped_empty']} training texts were empty after it: dropped")
         say(
-            f"canonicalization: {canonical_stats['changed']} of {canonical_stats['texts']} training texts changed"
+            f"canonicalization ({', '.join(options.steps)}): {canonical_stats['changed']} of "
+            f"{canonical_stats['texts']} training texts changed"
             + (f" ({_counts(canonical_stats['signals'])})" if canonical_stats["signals"] else "")
             + (
                 f"; obfuscated copies identical to their original after it: "
