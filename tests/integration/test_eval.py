@@ -12,7 +12,10 @@ import pytest
 from promptgate.cli import main
 from promptgate.client import Classification, Client
 from promptgate.profiles import NARASIMHA_B
+from promptgate.server.canonicalize import STEPS
 from promptgate.trainer.evaluation import EvalReport, read_records, run_evaluation, stratified_head
+from promptgate.trainer.evaluation.runner import ROBUSTNESS_KEYS
+from promptgate.trainer.obfuscate import FAMILIES, obfuscate
 from promptgate.trainer.tiny_model import build_tiny_model
 
 from ..support import SHARED_DATA, corpus_files, server_config
@@ -285,3 +288,103 @@ async def test_run_evaluation_works_inside_a_running_event_loop(narasimha_model:
     report = run_evaluation(narasimha_model, [short_queries], modes=("fast",), limit=4)
     assert report.headline("fast")["n"] == 4 and report.out_dir is None
     assert [p.record.id for p in report.predictions] == ["short:1", "short:2", "short:7", "short:8"]
+
+
+# -- robustness: the test files again under each obfuscation family -----------------------------
+
+N_ROBUST = 12
+
+
+@pytest.fixture(scope="module")
+def robust(tiny_model: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[EvalReport, Path]:
+    """12 test queries, clean and under every family, through the server's canonicalization (all steps)."""
+    out = tmp_path_factory.mktemp("robust") / "report"
+    report = run_evaluation(
+        tiny_model,
+        [TEST_FILE],
+        modes=("fast",),
+        out_dir=out,
+        limit=N_ROBUST,
+        base_config=server_config(tiny_model),
+        robustness=True,
+    )
+    return report, out
+
+
+def test_robustness_report_shape(robust: tuple[EvalReport, Path]) -> None:
+    report, out = robust
+    data = json.loads((out / "report.json").read_text(encoding="utf-8"))
+    assert data == json.loads(json.dumps(report.to_dict()))
+    assert data["robustness_families"] == list(FAMILIES) and data["robustness_modes"] == ["fast"]
+    assert data["canonicalize_steps"] == list(STEPS)
+    clean = report.result("fast")
+    assert [(r["file"], r["mode"], r["family"]) for r in data["robustness"]] == [
+        (str(TEST_FILE), "fast", family) for family in FAMILIES
+    ]
+    for entry in data["robustness"]:
+        assert set(ROBUSTNESS_KEYS) <= set(entry)
+        # The same records as the clean run: each answered or refused (an obfuscated text may pass a limit).
+        assert entry["n"] + entry["n_failed"] == clean["n"] + clean["n_failed"]
+        for key in ("accuracy", "recall", "fpr", "roc_auc"):
+            if entry[key] is not None:
+                assert entry[f"delta_{key}"] == pytest.approx(entry[key] - clean[key])
+        c = entry["confusion"]
+        assert c["tp"] + c["fn"] + c["fp"] + c["tn"] == entry["n"]
+    # Every obfuscation is found by the server's canonicalization; the clean texts mostly have nothing.
+    for family in FAMILIES:
+        assert report.robustness_entry(family)["canonicalized_share"] == 1.0, family
+    md = (out / "report.md").read_text(encoding="utf-8")
+    assert "## Robustness" in md and "| file | mode | obfuscation | n | refused | recall | Δ recall |" in md
+    assert "| test.jsonl | fast | (clean) |" in md
+    for family in FAMILIES:
+        assert f"| test.jsonl | fast | {family} |" in md
+    lines = [json.loads(line) for line in (out / "robustness.jsonl").read_text(encoding="utf-8").splitlines()]
+    assert len(lines) == sum(e["n"] for e in data["robustness"])
+    assert all("text" not in line and line["family"] in FAMILIES and line["signals"] for line in lines)
+
+
+def test_robustness_screens_through_the_servers_canonicalization(robust: tuple[EvalReport, Path]) -> None:
+    """The evaluator obfuscates and the server's path undoes it: where canonicalization gives back the
+    clean text, the model reads the clean text and answers as it did for it."""
+    report, _ = robust
+    clean = {p.record.id: p for p in report.predictions}
+    for family in ("zero_width", "homoglyphs", "fullwidth", "soft_hyphens"):
+        preds = [p for f, p in report.robustness_predictions if f == family]
+        assert len(preds) == len(clean), family
+        for p in preds:
+            assert p.record.text == obfuscate(clean[p.record.id].record.text, family)
+            assert p.verdict == clean[p.record.id].verdict, (family, p.record.id)
+            assert p.malicious_probability == pytest.approx(clean[p.record.id].malicious_probability, abs=1e-4)
+
+
+def test_robustness_without_canonicalization(tiny_model: Path, tmp_path: Path) -> None:
+    base = dataclasses.replace(server_config(tiny_model), canonicalize_steps="none")
+    report = run_evaluation(
+        tiny_model, [TEST_FILE], limit=4, base_config=base, robustness=["zero_width", "base64"], out_dir=tmp_path
+    )
+    assert report.meta["canonicalize_steps"] == []
+    assert [e["family"] for e in report.robustness] == ["zero_width", "base64"]
+    # Nothing undoes the evasions: the model reads them as they are, and nothing is reported.
+    assert all(e["canonicalized_share"] == 0.0 for e in report.robustness)
+    assert "canonicalization (the server's, before the model reads a query): none" in (
+        tmp_path / "report.md"
+    ).read_text(encoding="utf-8")
+
+
+def test_cli_robustness_flags(tiny_model: Path, short_queries: Path, tmp_path: Path, capsys, monkeypatch) -> None:
+    out = tmp_path / "r"
+    base = ["eval", "--model", str(tiny_model), "--data", str(short_queries), "--out", str(out), "--quiet"]
+    # The engine settings come from PROMPTGATE_* as for a server: here, canonicalization off.
+    monkeypatch.setenv("PROMPTGATE_CANONICALIZE_STEPS", "none")
+    assert main([*base, "--limit", "4", "--robustness", "fullwidth,base64", "--robustness-seed", "3"]) == 0
+    printed = capsys.readouterr().out
+    assert "\nrobustness:\n| file | mode | obfuscation |" in printed and "| short.jsonl | fast | base64 |" in printed
+    data = json.loads((out / "report.json").read_text(encoding="utf-8"))
+    assert data["robustness_families"] == ["fullwidth", "base64"] and data["robustness_seed"] == 3
+    assert data["canonicalize_steps"] == []
+    assert main([*base, "--robustness", "rot47"]) == 2
+    assert "unknown obfuscation family ['rot47']" in capsys.readouterr().err
+    assert main([*base, "--robustness", "--robustness-modes", "reasoned"]) == 2
+    assert "robustness mode(s) ['reasoned'] are not evaluated" in capsys.readouterr().err
+    assert main([*base, "--robustness-modes", "fast"]) == 2
+    assert "robustness modes given without robustness families" in capsys.readouterr().err

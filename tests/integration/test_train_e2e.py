@@ -278,6 +278,9 @@ def test_reproduction_recipe_runs_on_a_stand_in_base(tiny_model: Path, tmp_path:
             "eval.files=[]",
             "eval.engine=transformers",
             "eval.modes=[fast]",
+            # The evasion copies ride along (they add rows, not steps: max_steps is fixed).
+            "data.obfuscate.share=0.5",
+            "data.obfuscate.families=[base64, tag_smuggling]",
         ],
     )
     assert "no GPU here, training in float32" in printed
@@ -291,4 +294,13 @@ def test_reproduction_recipe_runs_on_a_stand_in_base(tiny_model: Path, tmp_path:
     assert f"Base model: `{tiny_model}`" in card and "full fine-tune" in card
     assert "share trained with a rationale 0.7" in card and "| `val.jsonl` | fast | 8 |" in card
     formats = [json.loads(line) for line in (out / "data" / "formats.jsonl").read_text().splitlines()]
-    assert sum(f["format"] == "reasoned" for f in formats) == 28  # round(0.7 * 40)
+    originals = [f for f in formats if f["obfuscation"] is None]
+    assert sum(f["format"] == "reasoned" for f in originals) == 28  # round(0.7 * 40)
+    # Half of each label copied, the two families taking turns; every text canonicalized, and
+    # the copies' evasions found (what the model trained on is the canonicalizer's output).
+    copies = [f for f in formats if f["obfuscation"] is not None]
+    assert len(copies) == 20 and {f["obfuscation"] for f in copies} == {"base64", "tag_smuggling"}
+    for f in copies:
+        assert ("decoded:base64" if f["obfuscation"] == "base64" else "tag_characters") in f["canonical_signals"]
+    assert "- Canonicalization (data.canonicalize): every text went through" in card
+    assert "- Obfuscated copies (data.obfuscate): 20 added (base64 10, tag_smuggling 10)" in card

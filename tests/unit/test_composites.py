@@ -29,7 +29,7 @@ def test_the_suite_pairs_each_injected_composite_with_a_clean_one_of_its_length(
         start, end = injected.attack
         assert injected.text[start:end] in MALICIOUS
         assert not any(m in clean.text for m in MALICIOUS)
-        assert 1000 <= len(injected.text) and 1000 <= len(clean.text)
+        assert len(injected.text) >= 1000 and len(clean.text) >= 1000
         assert abs(len(injected.text) - len(clean.text)) < 200  # same target length, whole paragraphs
     again = buried_suite([*BENIGN, *MALICIOUS], labels, n=10, min_chars=1000, max_chars=3000, seed=5)
     assert again == suite

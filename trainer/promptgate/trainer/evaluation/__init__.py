@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from .records import DataError, read_records, stratified_head
-    from .report import headline_table, render_markdown, write_report
+    from .report import headline_table, render_markdown, robustness_table, write_report
     from .runner import run_evaluation, run_evaluation_async
     from .types import EvalReport, Prediction, QueryFailure
 
@@ -27,6 +27,7 @@ __all__ = [
     "headline_table",
     "read_records",
     "render_markdown",
+    "robustness_table",
     "run_evaluation",
     "run_evaluation_async",
     "stratified_head",
@@ -39,6 +40,7 @@ _HOME = {
     "stratified_head": "records",
     "headline_table": "report",
     "render_markdown": "report",
+    "robustness_table": "report",
     "write_report": "report",
     "EvalReport": "types",
     "Prediction": "types",

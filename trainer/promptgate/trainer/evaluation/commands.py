@@ -18,8 +18,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="evaluate a model on labelled queries through the server's engine (JSON, Markdown, plots)",
         description="Classify labelled queries with the server's own engine and report accuracy, precision, "
         "recall, F1, FPR, ROC-AUC, calibration, recall at 1%/5% FPR, per-source and per-category breakdowns, "
-        "confusion matrices and latency, per data file and mode. Exit status 3 with --fail-on-collapse when "
-        "one class's recall collapses. PROMPTGATE_* engine settings apply as they would to a server.",
+        "confusion matrices and latency, per data file and mode; with --robustness, the same under each published "
+        "evasion. Exit status 3 with --fail-on-collapse when one class's recall collapses. PROMPTGATE_* engine "
+        "settings apply as they would to a server (PROMPTGATE_CANONICALIZE_STEPS=none: no canonicalization).",
     )
     p.add_argument("--model", required=True, help="model directory or hub id (e.g. sarthakrastogi/narasimha-b-0.6b)")
     p.add_argument(
@@ -52,6 +53,20 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="warn of a collapse when a class's recall is below this (default 0.2)",
     )
     p.add_argument("--fail-on-collapse", action="store_true", help="exit with status 3 when a collapse is detected")
+    p.add_argument(
+        "--robustness",
+        nargs="?",
+        const="all",
+        metavar="FAMILIES",
+        help="also screen each file under each obfuscation family (published evasions: zero_width, spaced, "
+        "homoglyphs, fullwidth, soft_hyphens, tag_smuggling, base64; default all, or a comma-separated list) and "
+        "report recall and FPR beside the clean run's",
+    )
+    p.add_argument(
+        "--robustness-modes",
+        help="comma-separated modes of the robustness runs, among --modes (default: fast, or --modes without it)",
+    )
+    p.add_argument("--robustness-seed", type=int, default=0, help="seed of the obfuscations (default 0)")
     p.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
     p.set_defaults(handler=run_eval_command)
 
@@ -70,7 +85,7 @@ def run_eval_command(args: argparse.Namespace) -> int:
         from promptgate.server.config import ConfigError, ServerConfig
 
         from .records import DataError
-        from .report import headline_table
+        from .report import headline_table, robustness_table
         from .runner import run_evaluation
     except ImportError as exc:
         return fail(f"{_TRAIN_EXTRA_HINT} ({exc})", EXIT_FAILED)
@@ -96,6 +111,9 @@ def run_eval_command(args: argparse.Namespace) -> int:
             base_config=base,
             collapse_min_recall=args.collapse_recall,
             progress=None if args.quiet else (lambda m: print(f"promptgate eval: {m}", file=sys.stderr, flush=True)),
+            robustness=args.robustness,
+            robustness_modes=args.robustness_modes.split(",") if args.robustness_modes else None,
+            robustness_seed=args.robustness_seed,
         )
     except (DataError, ProfileError, ConfigError, ValueError) as exc:
         return fail(str(exc), EXIT_USAGE)
@@ -105,6 +123,8 @@ def run_eval_command(args: argparse.Namespace) -> int:
         # Model not found / hub unreachable, or an engine that is not installed or failed to start.
         return fail(f"cannot evaluate {args.model}: {exc}", EXIT_FAILED)
     print(headline_table(report))
+    if report.robustness:
+        print(f"\nrobustness:\n{robustness_table(report)}")
     print(f"\nreport: {out_dir / 'report.md'}")
     if args.fail_on_collapse and report.collapsed:
         return fail("class collapse detected (--fail-on-collapse)", EXIT_COLLAPSE)

@@ -1,4 +1,5 @@
-"""Writes an evaluation: report.json, report.md, predictions.jsonl, roc.png, reliability.png."""
+"""Writes an evaluation: report.json, report.md, predictions.jsonl, roc.png, reliability.png
+(and robustness.jsonl, the obfuscated runs' answers, when robustness was asked for)."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from .types import ALL_FILES
 if TYPE_CHECKING:
     from .types import EvalReport
 
-__all__ = ["headline_table", "render_markdown", "write_report"]
+__all__ = ["headline_table", "render_markdown", "robustness_table", "write_report"]
 
 
 def _num(value: Any, digits: int = 4) -> str:
@@ -85,6 +86,35 @@ def headline_table(report: EvalReport) -> str:
     return "\n".join(_table(header, rows))
 
 
+def _signed(value: float | None) -> str:
+    return "—" if value is None else f"{value:+.4f}"
+
+
+def robustness_table(report: EvalReport) -> str:
+    """Recall and FPR under each obfuscation family beside the clean run's, one row each (Markdown)."""
+    label = _file_labels(report)
+    rows: list[list[Any]] = []
+    for file in report.meta["data_files"]:
+        for mode in report.meta.get("robustness_modes", []):
+            entries = [r for r in report.robustness if r["file"] == file and r["mode"] == mode]
+            if not entries:
+                continue
+            clean = report.result(mode, file)
+            rows.append(
+                [label[file], mode, "(clean)", clean["n"], clean["n_failed"], _num(clean["recall"]), "",
+                 _num(clean["fpr"]), "", _num(clean["accuracy"]), "", _pct(entries[0]["clean_canonicalized_share"])]
+            )  # fmt: skip
+            rows += [
+                [label[file], mode, r["family"], r["n"], r["n_failed"], _num(r["recall"]), _signed(r["delta_recall"]),
+                 _num(r["fpr"]), _signed(r["delta_fpr"]), _num(r["accuracy"]), _signed(r["delta_accuracy"]),
+                 _pct(r["canonicalized_share"])]
+                for r in entries
+            ]  # fmt: skip
+    header = ["file", "mode", "obfuscation", "n", "refused", "recall", "Δ recall", "FPR", "Δ FPR", "accuracy",
+              "Δ accuracy", "canonicalized"]  # fmt: skip
+    return "\n".join(_table(header, rows))
+
+
 def render_markdown(report: EvalReport) -> str:
     meta = report.meta
     label = _file_labels(report)
@@ -101,6 +131,8 @@ def render_markdown(report: EvalReport) -> str:
         f"- data: {', '.join(f'`{f}`' for f in meta['data_files'])}"
         + (f" (first {meta['limit']} per file, label shares kept)" if meta["limit"] else ""),
         f"- modes: {', '.join(meta['modes'])}; {meta['concurrency']} queries in flight; {meta['created']}",
+        "- canonicalization (the server's, before the model reads a query): "
+        + (", ".join(meta["canonicalize_steps"]) if meta.get("canonicalize_steps") else "none"),
         "",
     ]
     if report.notes:
@@ -186,6 +218,19 @@ def render_markdown(report: EvalReport) -> str:
                 row.append("" if acc is None else f"{acc:.4f} ({_num(b.get('category_accuracy_flagged'))})")
             rows.append(row)
         out += [*_table(header, rows), ""]
+    if report.robustness:
+        out += [
+            "## Robustness",
+            "",
+            "Each file screened again under each obfuscation family (`promptgate.trainer.obfuscate`, seed "
+            f"{meta['robustness_seed']}), through the same path, labels unchanged. Δ: obfuscated minus clean. "
+            "Refused: obfuscated queries the server refused (over a limit); the figures are over the others. "
+            "Canonicalized: share of the queries in which the server's canonicalization found something "
+            f"(steps: {', '.join(meta['canonicalize_steps']) or 'none'}).",
+            "",
+            robustness_table(report),
+            "",
+        ]
     if report.failures:
         out += ["## Refused queries", ""]
         out += _table(
@@ -268,6 +313,14 @@ def write_report(report: EvalReport, out_dir: Path) -> None:
     report.out_dir = out_dir
     lines = [json.dumps(p.to_dict(), ensure_ascii=False) for p in report.predictions]
     _write_text(out_dir / "predictions.jsonl", "".join(line + "\n" for line in lines))
+    if report.robustness_predictions:
+        # Without the texts, which obfuscate(text, family, seed) makes again: tag-smuggled and
+        # zero-width texts are several times the size of the originals.
+        rob = [
+            json.dumps({"family": family, **{k: v for k, v in p.to_dict().items() if k != "text"}}, ensure_ascii=False)
+            for family, p in report.robustness_predictions
+        ]
+        _write_text(out_dir / "robustness.jsonl", "".join(line + "\n" for line in rob))
     _write_text(out_dir / "report.json", json.dumps(report.to_dict(), indent=2, ensure_ascii=False) + "\n")
     _write_text(out_dir / "report.md", render_markdown(report))
     _plot_roc(report, out_dir / "roc.png")

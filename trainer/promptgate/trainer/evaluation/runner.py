@@ -3,8 +3,14 @@
 No train/serve skew on this side: the evaluator builds a `ServerConfig`, loads the server's
 screening path (`Screening.load`) and screens each record through it, the very path the
 gRPC servicer calls, many queries at a time (the engine batches them). Nothing here checks
-a query, builds a prompt or reads a probability itself: a record the server would refuse is
-refused here with the server's message.
+a query, canonicalizes it, builds a prompt or reads a probability itself: a record the server
+would refuse is refused here with the server's message.
+
+Robustness (`robustness=`): each file is screened again under each obfuscation family
+(`promptgate.trainer.obfuscate`, the published evasions), through the same path, and the
+report gives recall and FPR under each beside the clean run's. Whatever undoes the evasions is
+the server's canonicalization (`canonicalize_steps` of the config), so the same model measured
+with `canonicalize_steps="none"` shows what it does.
 """
 
 from __future__ import annotations
@@ -20,7 +26,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .records import read_records, stratified_head
-from .types import ALL_FILES, HEADLINE_KEYS, MODES, EvalReport, Prediction, QueryFailure
+from .types import ALL_FILES, HEADLINE_KEYS, MODES, ROBUSTNESS_KEYS, EvalReport, Prediction, QueryFailure
 
 if TYPE_CHECKING:
     from promptgate.server import ServerConfig
@@ -31,6 +37,7 @@ __all__ = [
     "ALL_FILES",
     "HEADLINE_KEYS",
     "MODES",
+    "ROBUSTNESS_KEYS",
     "EvalReport",
     "Prediction",
     "QueryFailure",
@@ -63,12 +70,19 @@ def run_evaluation(
     base_config: ServerConfig | None = None,
     collapse_min_recall: float = 0.2,
     progress: Callable[[str], None] | None = None,
+    robustness: bool | str | Sequence[str] | None = None,
+    robustness_modes: Sequence[str] | None = None,
+    robustness_seed: int = 0,
 ) -> EvalReport:
     """Evaluate `model` on `data_files` in each of `modes`; write the report to `out_dir` if given.
 
     Runs its own event loop (in a helper thread when the caller already runs one).
-    `base_config` carries other engine settings (vLLM memory, batch sizes...); the named
-    arguments override it. Collapse warnings are printed to stderr as well as reported.
+    `base_config` carries other engine settings (vLLM memory, batch sizes, canonicalize_steps...);
+    the named arguments override it. Collapse warnings are printed to stderr as well as reported.
+
+    `robustness`: True (every family of `promptgate.trainer.obfuscate.FAMILIES`) or the families
+    to re-screen each file under, in `robustness_modes` (default FAST, or every mode when FAST is
+    not evaluated; each must be among `modes`), obfuscated with `robustness_seed`.
     """
     coro_args = dict(
         modes=modes,
@@ -84,6 +98,9 @@ def run_evaluation(
         base_config=base_config,
         collapse_min_recall=collapse_min_recall,
         progress=progress,
+        robustness=robustness,
+        robustness_modes=robustness_modes,
+        robustness_seed=robustness_seed,
     )
     try:
         asyncio.get_running_loop()
@@ -106,14 +123,43 @@ def run_evaluation(
     return box["report"]
 
 
+def _modes(modes: Sequence[str], what: str = "mode") -> list[str]:
+    modes = [m.strip().lower() for m in modes]
+    unknown = [m for m in modes if m not in MODES]
+    if unknown:
+        raise ValueError(f"unknown {what}(s) {unknown}: use {', '.join(MODES)}")
+    if len(set(modes)) != len(modes):
+        raise ValueError(f"{what} given twice: {list(modes)}")
+    return modes
+
+
+def _robustness_plan(
+    robustness: bool | str | Sequence[str] | None, robustness_modes: Sequence[str] | None, modes: list[str]
+) -> tuple[list[str], list[str]]:
+    """(families, modes) of the robustness runs; ([], []) when none was asked for."""
+    from promptgate.trainer.obfuscate import parse_families
+
+    families = parse_families(robustness)
+    if not families:
+        if robustness_modes:
+            raise ValueError("robustness modes given without robustness families")
+        return [], []
+    if robustness_modes is None:
+        # FAST is the cheap mode; a robustness run repeats the evaluation once per family.
+        return families, ["fast"] if "fast" in modes else list(modes)
+    chosen = _modes(robustness_modes, "robustness mode")
+    if not chosen:
+        raise ValueError("no robustness mode given")
+    missing = [m for m in chosen if m not in modes]
+    if missing:
+        raise ValueError(f"robustness mode(s) {missing} are not evaluated (modes: {', '.join(modes)})")
+    return families, chosen
+
+
 def _check_arguments(modes: Sequence[str], threshold: float | None, limit: int | None, concurrency: int) -> None:
     if not modes:
         raise ValueError("no modes to evaluate")
-    unknown = [m for m in modes if m not in MODES]
-    if unknown:
-        raise ValueError(f"unknown mode(s) {unknown}: use {', '.join(MODES)}")
-    if len(set(modes)) != len(modes):
-        raise ValueError(f"mode given twice: {list(modes)}")
+    _modes(modes)
     if threshold is not None and not 0.0 <= threshold <= 1.0:
         raise ValueError(f"threshold {threshold} is not in [0, 1]")
     if limit is not None and limit < 1:
@@ -158,12 +204,16 @@ async def run_evaluation_async(
     base_config: ServerConfig | None = None,
     collapse_min_recall: float = 0.2,
     progress: Callable[[str], None] | None = None,
+    robustness: bool | str | Sequence[str] | None = None,
+    robustness_modes: Sequence[str] | None = None,
+    robustness_seed: int = 0,
 ) -> EvalReport:
     """`run_evaluation` on the caller's event loop."""
     from promptgate.server.screening import Screening
 
     modes = [m.strip().lower() for m in modes]
     _check_arguments(modes, threshold, limit, concurrency)
+    families, rob_modes = _robustness_plan(robustness, robustness_modes, modes)
     files = [str(f) for f in data_files]
     if not files:
         raise ValueError("no data files")
@@ -188,9 +238,16 @@ async def run_evaluation_async(
     try:
         engine = screening.describe().engine
         say(f"loaded in {time.monotonic() - started:.1f} s: {engine.name} on {engine.device}")
-        return await _evaluate(
-            screening, config, datasets, modes, limit, concurrency, collapse_min_recall, say, out_dir
-        )
+        report = await _evaluate(screening, config, datasets, modes, limit, concurrency, collapse_min_recall, say)
+        if families:
+            await _robustness(screening, config, datasets, report, families, rob_modes, robustness_seed,
+                              concurrency, say)  # fmt: skip
+        if out_dir is not None:
+            from .report import write_report
+
+            write_report(report, Path(out_dir))
+            say(f"report written to {out_dir}")
+        return report
     finally:
         await screening.close()
 
@@ -204,7 +261,6 @@ async def _evaluate(
     concurrency: int,
     collapse_min_recall: float,
     say: Callable[[str], None],
-    out_dir: Path | None,
 ) -> EvalReport:
     from .summary import summarize
 
@@ -272,7 +328,8 @@ async def _evaluate(
             _print_err(_loud(warning))
         else:
             _print_err(f"promptgate eval: warning: {warning}")
-    backend = screening.describe().engine
+    description = screening.describe()
+    backend = description.engine
     meta = {
         "model": config.model,
         "profile": profile.name,
@@ -285,6 +342,8 @@ async def _evaluate(
         "threshold": config.threshold,
         "auto_band": config.auto_band,
         "max_rationale_tokens": config.max_rationale_tokens,
+        # The steps the server's canonicalization ran on every query (empty: none).
+        "canonicalize_steps": list(description.canonicalize_steps),
         "modes_requested": list(modes),
         "modes": run_modes,
         "data_files": list(datasets),
@@ -293,15 +352,9 @@ async def _evaluate(
         "collapse_min_recall": collapse_min_recall,
         "created": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
     }
-    report = EvalReport(
+    return EvalReport(
         meta=meta, results=results, warnings=warnings, notes=notes, predictions=predictions, failures=failures
     )
-    if out_dir is not None:
-        from .report import write_report
-
-        write_report(report, Path(out_dir))
-        say(f"report written to {out_dir}")
-    return report
 
 
 async def _classify_all(
@@ -333,6 +386,7 @@ async def _classify_all(
             category_predicted=outcome.category or None,
             rationale=outcome.rationale,
             latency_ms=latency_ms,
+            signals=outcome.signals,
         )
 
     started = time.perf_counter()
@@ -342,6 +396,85 @@ async def _classify_all(
     preds = [x for _, x in done if isinstance(x, Prediction)]
     fails = [x for _, x in done if isinstance(x, QueryFailure)]
     return preds, fails, wall
+
+
+def _delta(value: float | None, clean: float | None) -> float | None:
+    return None if value is None or clean is None else value - clean
+
+
+def _canonicalized_share(preds: Sequence[Prediction]) -> float | None:
+    """Share of the answered queries in which the server's canonicalization found something."""
+    return sum(bool(p.signals) for p in preds) / len(preds) if preds else None
+
+
+async def _robustness(
+    screening: Screening,
+    config: ServerConfig,
+    datasets: dict[str, list[Example]],
+    report: EvalReport,
+    families: list[str],
+    modes: list[str],
+    seed: int,
+    concurrency: int,
+    say: Callable[[str], None],
+) -> None:
+    """Screen every file again under each obfuscation family; add the entries to `report`.
+
+    The records keep their ids and labels (an obfuscated attack is an attack); only the text
+    changes. Refusals (an obfuscated text over the token limit) are counted in `n_failed`,
+    not as verdicts, as in the clean run. No collapse warnings: a family that turns every
+    verdict one way is what this section is there to show.
+    """
+    from promptgate.trainer.obfuscate import obfuscate
+
+    from .summary import summarize
+
+    profile = screening.profile
+    run_modes = report.meta["modes"]
+    skipped = [m for m in modes if m not in run_modes]
+    if skipped:
+        report.notes.append(f"robustness: mode(s) {', '.join(skipped)} skipped, as in the clean run")
+    report.meta.update(
+        robustness_families=list(families),
+        robustness_modes=[m for m in modes if m in run_modes],
+        robustness_seed=seed,
+    )
+    for mode in report.meta["robustness_modes"]:
+        for file, records in datasets.items():
+            clean = report.result(mode, file)
+            clean_preds = [p for p in report.predictions if p.file == file and p.mode == mode]
+            clean_share = _canonicalized_share(clean_preds)
+            for family in families:
+                obfuscated = [dataclasses.replace(r, text=obfuscate(r.text, family, seed=seed)) for r in records]
+                preds, fails, wall = await _classify_all(
+                    screening, file, obfuscated, mode, config.threshold, concurrency
+                )
+                r = summarize(file, mode, preds, fails, wall, categories=profile.categories, check_collapse=False)
+                entry = {
+                    "file": file,
+                    "mode": mode,
+                    "family": family,
+                    "n": r["n"],
+                    "n_failed": r["n_failed"],
+                    "accuracy": r["accuracy"],
+                    "recall": r["recall"],
+                    "fpr": r["fpr"],
+                    "roc_auc": r["roc_auc"],
+                    "delta_accuracy": _delta(r["accuracy"], clean["accuracy"]),
+                    "delta_recall": _delta(r["recall"], clean["recall"]),
+                    "delta_fpr": _delta(r["fpr"], clean["fpr"]),
+                    "delta_roc_auc": _delta(r["roc_auc"], clean["roc_auc"]),
+                    "canonicalized_share": _canonicalized_share(preds),
+                    "clean_canonicalized_share": clean_share,
+                    "confusion": r["confusion"],
+                }
+                report.robustness.append(entry)
+                report.robustness_predictions += [(family, p) for p in preds]
+                say(
+                    f"{Path(file).name} {mode} {family}: recall {_fmt(r['recall'])} "
+                    f"(clean {_fmt(clean['recall'])}), FPR {_fmt(r['fpr'])} (clean {_fmt(clean['fpr'])})"
+                    + (f", {len(fails)} refused" if fails else "")
+                )
 
 
 def _fmt(value: float | None) -> str:

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from promptgate.trainer.data import Example
 
-__all__ = ["ALL_FILES", "HEADLINE_KEYS", "MODES", "EvalReport", "Prediction", "QueryFailure"]
+__all__ = ["ALL_FILES", "HEADLINE_KEYS", "MODES", "ROBUSTNESS_KEYS", "EvalReport", "Prediction", "QueryFailure"]
 
 MODES = ("fast", "reasoned", "auto")
 HEADLINE_KEYS = (
@@ -31,6 +31,24 @@ HEADLINE_KEYS = (
 )
 # The `file` of the pooled result over every data file (present when there are several).
 ALL_FILES = "ALL"
+# One entry of the report's `robustness` list: a data file in one mode under one obfuscation
+# family, its figures and their differences from the clean run's (obfuscated minus clean).
+ROBUSTNESS_KEYS = (
+    "file",
+    "mode",
+    "family",
+    "n",
+    "n_failed",
+    "accuracy",
+    "recall",
+    "fpr",
+    "roc_auc",
+    "delta_accuracy",
+    "delta_recall",
+    "delta_fpr",
+    "delta_roc_auc",
+    "canonicalized_share",
+)
 
 
 @dataclass(frozen=True)
@@ -46,6 +64,8 @@ class Prediction:
     category_predicted: str | None
     rationale: str
     latency_ms: float
+    # What the server's canonicalization found in the text (its signals).
+    signals: tuple[str, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         """The predictions.jsonl line (the evaluation area's contract, plus `scored_mode`)."""
@@ -64,6 +84,7 @@ class Prediction:
             "rationale": self.rationale,
             "latency_ms": self.latency_ms,
             "scored_mode": self.scored_mode,
+            "signals": list(self.signals),
         }
 
 
@@ -88,15 +109,30 @@ class EvalReport:
     predictions: list[Prediction] = field(repr=False)
     failures: list[QueryFailure] = field(repr=False)
     out_dir: Path | None = None
+    # One entry per (file, mode, obfuscation family) when robustness was asked for (ROBUSTNESS_KEYS).
+    robustness: list[dict[str, Any]] = field(default_factory=list)
+    # The obfuscated runs' answers, (family, prediction); the texts are the obfuscated ones.
+    robustness_predictions: list[tuple[str, Prediction]] = field(default_factory=list, repr=False)
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        out = {
             **self.meta,
             "warnings": list(self.warnings),
             "notes": list(self.notes),
             "results": self.results,
             "failures": [dataclasses.asdict(f) for f in self.failures],
         }
+        if self.robustness:
+            out["robustness"] = self.robustness
+        return out
+
+    def robustness_entry(self, family: str, mode: str = "fast", file: str | Path | None = None) -> dict[str, Any]:
+        """The robustness entry of `family` in `mode` on `file` (by default the first data file)."""
+        file = str(file if file is not None else self.meta["data_files"][0])
+        for r in self.robustness:
+            if (r["family"], r["mode"], r["file"]) == (family, mode, file):
+                return r
+        raise KeyError(f"no robustness entry for {family!r} in mode {mode!r} on {file!r}")
 
     @property
     def modes(self) -> list[str]:

@@ -6,6 +6,11 @@ builds: TRL gets `input_ids` and `assistant_masks` and never renders text itself
 `assistant_masks` into labels (-100 outside the assistant's answer), so the loss covers only
 the rationale, the label, the category and the end of turn.
 
+Texts are canonicalized first (`canonicalize_rows`, the server's own canonicalization), as
+the server canonicalizes every query before its model reads it, and a recipe may add
+obfuscated copies of training rows (`add_obfuscated_copies`) before that, so the model learns
+what canonicalization leaves of an evasion.
+
 Long texts are cut before the example is built, and only the text: the example keeps its
 whole answer (TRL's own truncation would cut the label off the end). The cut is the server's
 own (`keep_both_ends`: the first and last halves of the text's tokens, where attack
@@ -15,6 +20,7 @@ exactly the prompts the model was trained on.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import random
 from collections import Counter
@@ -32,14 +38,19 @@ from .standin import template_rationale
 if TYPE_CHECKING:
     from datasets import Dataset
 
+    from promptgate.server.canonicalize import CanonicalizeOptions
+
 __all__ = [
     "DataFiles",
     "ExampleLike",
     "TokenizedSplit",
     "TrainingRow",
+    "add_obfuscated_copies",
     "answer_for",
     "assign_rationales",
     "build_example",
+    "canonicalization_options",
+    "canonicalize_rows",
     "drop_excluded",
     "file_sha256",
     "stratified_limit",
@@ -72,6 +83,11 @@ class TrainingRow:
     label: str  # 'malicious' or 'benign'
     category: str | None
     rationale: str | None
+    # An obfuscated copy: the family (promptgate.trainer.obfuscate) and the id of its original.
+    obfuscation: str | None = None
+    copy_of: str | None = None
+    # What canonicalization found in the text (its signals), once it has run.
+    signals: tuple[str, ...] = ()
 
 
 @dataclass
@@ -160,6 +176,96 @@ def assign_rationales(
     ]
 
 
+def add_obfuscated_copies(
+    rows: Sequence[TrainingRow], *, share: float, families: Sequence[str], seed: int
+) -> list[TrainingRow]:
+    """`rows`, then an obfuscated copy of `share` of them (per label, seeded), the families taking turns.
+
+    A copy keeps its original's label, category and rationale (so its format, FAST or
+    REASONED); its id is the original's with "~family" after it. Which rows, which family each
+    gets and the obfuscation's own random choices all follow from `seed`.
+    """
+    from promptgate.trainer.obfuscate import obfuscate
+
+    rng = random.Random(seed)
+    by_label: dict[str, list[int]] = {}
+    for i, row in enumerate(rows):
+        by_label.setdefault(row.label, []).append(i)
+    picked: list[tuple[int, str]] = []
+    for label in sorted(by_label):
+        members = by_label[label]
+        chosen = rng.sample(members, round(share * len(members)))
+        # Equal turns in a seeded order: every family gets its share (within one) of each label.
+        turns = [families[k % len(families)] for k in range(len(chosen))]
+        rng.shuffle(turns)
+        picked += zip(chosen, turns, strict=True)
+    picked.sort()
+    copies = [
+        dataclasses.replace(
+            rows[i],
+            id=f"{rows[i].id}~{family}",
+            text=obfuscate(rows[i].text, family, seed=seed),
+            obfuscation=family,
+            copy_of=rows[i].id,
+        )
+        for i, family in picked
+    ]
+    return [*rows, *copies]
+
+
+def canonicalization_options(setting: bool | str) -> CanonicalizeOptions | None:
+    """The options a recipe's `data.canonicalize` asks for; None: none (raw texts)."""
+    from promptgate.server.canonicalize import CanonicalizeOptions
+
+    if setting is True:
+        return CanonicalizeOptions()
+    if setting is False:
+        return None
+    options = CanonicalizeOptions.from_steps(setting)
+    return options if options.steps else None
+
+
+def canonicalize_rows(
+    rows: Sequence[TrainingRow], options: CanonicalizeOptions | None = None
+) -> tuple[list[TrainingRow], dict[str, Any]]:
+    """Each row's text as the server's canonicalization gives it (by default with every step, as served).
+
+    A row whose text canonicalizes to nothing is dropped: the server refuses such a query
+    (EMPTY_AFTER_CANONICALIZATION), so there is no answer to learn. Returns the rows and what
+    happened: how many texts changed, the signals found, the rows dropped, and how many
+    obfuscated copies came out identical to their canonicalized original (the evasion fully
+    undone: the copy is then a repeat of its original).
+    """
+    from promptgate.server.canonicalize import canonicalize
+
+    out: list[TrainingRow] = []
+    changed = dropped = 0
+    signals: Counter[str] = Counter()
+    for row in rows:
+        canonical = canonicalize(row.text) if options is None else canonicalize(row.text, options)
+        if not canonical.text.strip():
+            dropped += 1
+            continue
+        changed += canonical.text != row.text
+        signals.update(canonical.signals)
+        out.append(dataclasses.replace(row, text=canonical.text, signals=canonical.signals))
+    texts = {row.id: row.text for row in out if row.copy_of is None}
+    same: Counter[str] = Counter()
+    copies: Counter[str] = Counter()
+    for row in out:
+        if row.copy_of is not None and row.obfuscation is not None:
+            copies[row.obfuscation] += 1
+            same[row.obfuscation] += texts.get(row.copy_of) == row.text
+    stats = {
+        "texts": len(out),
+        "changed": changed,
+        "dropped_empty": dropped,
+        "signals": dict(sorted(signals.items())),
+        "copies_same_as_original": {family: same[family] for family in sorted(copies)},
+    }
+    return out, stats
+
+
 def answer_for(profile: ModelProfile, label: str, category: str | None) -> tuple[str, str]:
     """The profile's label text for a gold verdict, and the category the answer names ('' for none).
 
@@ -224,6 +330,7 @@ class TokenizedSplit:
     truncated: int = 0
     dropped_long: int = 0
     uncategorized: Counter[str] = field(default_factory=Counter)
+    obfuscated: Counter[str] = field(default_factory=Counter)
 
     def __len__(self) -> int:
         return len(self.input_ids)
@@ -243,6 +350,7 @@ class TokenizedSplit:
             "truncated_texts": self.truncated,
             "dropped_long_texts": self.dropped_long,
             "malicious_without_known_category": dict(sorted(self.uncategorized.items())),
+            "obfuscated_copies": dict(sorted(self.obfuscated.items())),
             "tokens_median": lengths[len(lengths) // 2] if lengths else 0,
             "tokens_max": lengths[-1] if lengths else 0,
             "tokens_total": sum(lengths),
@@ -291,4 +399,6 @@ def tokenize_rows(
         out.ids.append(row.id)
         out.formats["reasoned" if row.rationale else "fast"] += 1
         out.labels[row.label] += 1
+        if row.obfuscation is not None:
+            out.obfuscated[row.obfuscation] += 1
     return out

@@ -74,6 +74,10 @@ def _labels(counts: dict[str, int]) -> str:
     return ", ".join(f"{n} {label}" for label, n in sorted(counts.items(), reverse=True))
 
 
+def _counts(counts: dict[str, int]) -> str:
+    return ", ".join(f"{name} {n}" for name, n in counts.items())
+
+
 def write_model_card(
     export_dir: Path,
     *,
@@ -167,6 +171,24 @@ def write_model_card(
         f"- Leakage guard: {files.excluded_train} train / {files.excluded_val} val examples dropped "
         "because their text is in an excluded file",
     ]
+    canonical = train_summary.get("canonicalization")
+    lines.append(
+        "- Canonicalization (data.canonicalize): "
+        + (
+            f"every text went through the server's canonicalization ({', '.join(canonical['steps'])}) "
+            f"before tokenization; it changed {canonical['changed']} of {canonical['texts']} training texts"
+            + (f" ({_counts(canonical['signals'])})" if canonical["signals"] else "")
+            if canonical is not None
+            else "off: the model trained on raw texts; serve it with canonicalization off (canonicalize_steps none)"
+        )
+    )
+    copies = train_summary.get("obfuscated_copies") or {}
+    if copies:
+        same = (canonical or {}).get("copies_same_as_original") or {}
+        lines.append(
+            f"- Obfuscated copies (data.obfuscate): {sum(copies.values())} added ({_counts(copies)})"
+            + (f"; identical to their original once canonicalized: {_counts(same)}" if same else "")
+        )
     if files.limited_from is not None:
         lines.append(f"- Subset: {train_summary['examples']} of {files.limited_from} training examples (data.limit)")
     if files.prepare_summary:

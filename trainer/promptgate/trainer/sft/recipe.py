@@ -24,12 +24,15 @@ from typing import Any, Literal, Union
 
 import yaml
 
+from promptgate.trainer.obfuscate import FAMILIES
+
 __all__ = [
     "DataSection",
     "EvalSection",
     "ExportSection",
     "LoraSection",
     "ModelSection",
+    "ObfuscateSection",
     "PrepareSection",
     "RationaleSection",
     "Recipe",
@@ -44,6 +47,8 @@ __all__ = [
 
 Dtype = Literal["float32", "bfloat16", "float16"]
 Mode = Literal["fast", "reasoned", "auto"]
+# The names of promptgate.trainer.obfuscate.FAMILIES (a Literal of that tuple: one list of names).
+Family = Literal[FAMILIES]  # type: ignore[valid-type]
 
 
 class RecipeError(ValueError):
@@ -117,6 +122,25 @@ class PrepareSection:
 
 
 @dataclass(frozen=True)
+class ObfuscateSection:
+    """Obfuscated copies of training rows, added to the training set (never to val).
+
+    `share` of the training examples (per label, seeded) each get one copy under one of
+    `families` (`promptgate.trainer.obfuscate`; the families take turns, so each gets an equal
+    share of the copies). A copy keeps its original's label, category and format (FAST or
+    REASONED) and, with `data.canonicalize`, is canonicalized like every other text: the model
+    trains on what the server's canonicalization makes of an evasion, the residue included
+    (a tag-smuggling carrier sentence, a base64 framing).
+    """
+
+    share: float = 0.2
+    families: tuple[Family, ...] = FAMILIES
+    # Which rows are copied, which family each gets, and the obfuscations' own choices;
+    # defaults to the recipe's data seed.
+    seed: int | None = None
+
+
+@dataclass(frozen=True)
 class DataSection:
     train: str | None = None
     val: str | None = None
@@ -138,6 +162,12 @@ class DataSection:
     # dropped.
     max_text_tokens: int | None = None
     long_texts: Literal["keep_both_ends", "drop"] = "keep_both_ends"
+    # Every text (train and val, before it is cut or tokenized) goes through the server's
+    # canonicalization (`promptgate.server.canonicalize`), so the model trains on the text its
+    # server's model reads. true: every step (the server's default); false: the raw texts; or
+    # the steps as the server's `canonicalize_steps` names them ("all", "none", "nfkc,tags").
+    canonicalize: bool | str = True
+    obfuscate: ObfuscateSection | None = None
     seed: int | None = None
 
 
@@ -405,6 +435,22 @@ def _check(recipe: Recipe) -> None:
         "data.max_text_tokens",
         f"must be at least 8, got {d.max_text_tokens}",
     )
+    if isinstance(d.canonicalize, str):
+        from promptgate.server.canonicalize import CanonicalizeOptions
+
+        try:
+            CanonicalizeOptions.from_steps(d.canonicalize)
+        except ValueError as exc:
+            raise RecipeError(f"data.canonicalize: {exc} (or true / false)") from None
+    if d.obfuscate is not None:
+        o = d.obfuscate
+        _require(0.0 < o.share <= 1.0, "data.obfuscate.share", f"must be in (0, 1], got {o.share}")
+        _require(bool(o.families), "data.obfuscate.families", "needs at least one family")
+        _require(
+            len(set(o.families)) == len(o.families),
+            "data.obfuscate.families",
+            f"a family is given twice: {list(o.families)}",
+        )
 
     t = recipe.training
     _require(t.num_train_epochs > 0, "training.num_train_epochs", f"must be positive, got {t.num_train_epochs}")

@@ -33,7 +33,10 @@ from promptgate.profiles import BUILTIN_PROFILES, ModelProfile, PromptBuilder, q
 from .dataset import (
     DataFiles,
     TokenizedSplit,
+    add_obfuscated_copies,
     assign_rationales,
+    canonicalization_options,
+    canonicalize_rows,
     drop_excluded,
     file_sha256,
     stratified_limit,
@@ -397,6 +400,8 @@ def _write_formats(path: Path, rows: Sequence[Any], split: TokenizedSplit) -> No
                 "format": "reasoned" if row.rationale else "fast",
                 "tokens": lengths[row.id],
                 "rationale": row.rationale,
+                "obfuscation": row.obfuscation,
+                "canonical_signals": list(row.signals),
             }
             fh.write(json.dumps(record, ensure_ascii=False) + "\n")
 
@@ -450,13 +455,40 @@ def run_training(
         source=d.rationales.source,
         seed=seed + 1,
     )
+    if d.obfuscate is not None:
+        o = d.obfuscate
+        before = len(train_rows)
+        train_rows = add_obfuscated_copies(
+            train_rows, share=o.share, families=o.families, seed=seed if o.seed is None else o.seed
+        )
+        say(f"obfuscation: {len(train_rows) - before} obfuscated copies added ({', '.join(o.families)})")
+    canonical_stats = None
+    options = canonicalization_options(d.canonicalize)
+    if options is not None:
+        # What the server does to every query before its model reads it.
+        train_rows, canonical_stats = canonicalize_rows(train_rows, options)
+        val_rows, _ = canonicalize_rows(val_rows, options)
+        canonical_stats["steps"] = list(options.steps)
+        if canonical_stats["dropped_empty"]:
+            say(f"canonicalization: {canonical_stats['dropped_empty']} training texts were empty after it: dropped")
+        say(
+            f"canonicalization ({', '.join(options.steps)}): {canonical_stats['changed']} of "
+            f"{canonical_stats['texts']} training texts changed"
+            + (f" ({_counts(canonical_stats['signals'])})" if canonical_stats["signals"] else "")
+            + (
+                f"; obfuscated copies identical to their original after it: "
+                f"{_counts(canonical_stats['copies_same_as_original'])}"
+                if canonical_stats["copies_same_as_original"]
+                else ""
+            )
+        )
     fit = {"max_length": recipe.training.max_length, "max_text_tokens": d.max_text_tokens, "long_texts": d.long_texts}
     train_split = tokenize_rows(builder, train_rows, **fit)
     val_split = tokenize_rows(builder, val_rows, **fit)
     if not len(train_split):
         raise TrainError("every training text was dropped as too long (data.long_texts: drop); raise max_text_tokens")
     _write_formats(out / "data" / "formats.jsonl", train_rows, train_split)
-    summary = train_split.summary()
+    summary = {**train_split.summary(), "canonicalization": canonical_stats}
     say(
         f"train: {summary['examples']} examples ({summary['reasoned']} with rationale, {summary['fast']} FAST), "
         f"{summary['truncated_texts']} texts truncated, median {summary['tokens_median']} tokens; "
@@ -580,6 +612,10 @@ def _evaluate(
                 f"roc_auc {_fmt(head.get('roc_auc'))} (n={head['n']})"
             )
     return rows, "; ".join(report.warnings) or None
+
+
+def _counts(counts: dict[str, int]) -> str:
+    return ", ".join(f"{name} {n}" for name, n in counts.items())
 
 
 def _fmt(value: Any) -> str:
