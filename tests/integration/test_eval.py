@@ -388,3 +388,17 @@ def test_cli_robustness_flags(tiny_model: Path, short_queries: Path, tmp_path: P
     assert "robustness mode(s) ['reasoned'] are not evaluated" in capsys.readouterr().err
     assert main([*base, "--robustness-modes", "fast"]) == 2
     assert "robustness modes given without robustness families" in capsys.readouterr().err
+
+
+def test_buried_attack_suite_reports_auc_rates_and_span_hits(tiny_model: Path, tmp_path: Path) -> None:
+    base = server_config(tiny_model, max_text_chars=16000, window_tokens=256, window_overlap_tokens=64)
+    report = run_evaluation(
+        tiny_model, [TEST_FILE], limit=30, buried=3, buried_seed=1, base_config=base, out_dir=tmp_path / "r"
+    )
+    [entry] = report.buried
+    assert (entry["n_injected"], entry["n_clean"], entry["n_failed"]) == (3, 3, 0)
+    assert entry["window_tokens"] == 256 and 0.0 <= entry["span_hit_rate"] <= 1.0
+    assert entry["roc_auc"] is not None and entry["tpr"] is not None and entry["fpr"] is not None
+    data = json.loads((tmp_path / "r" / "report.json").read_text())
+    assert data["buried"] == report.buried
+    assert "## Buried attacks" in (tmp_path / "r" / "report.md").read_text()

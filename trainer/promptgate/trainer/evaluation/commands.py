@@ -67,6 +67,16 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="comma-separated modes of the robustness runs, among --modes (default: fast, or --modes without it)",
     )
     p.add_argument("--robustness-seed", type=int, default=0, help="seed of the obfuscations (default 0)")
+    p.add_argument(
+        "--buried",
+        type=int,
+        default=0,
+        metavar="N",
+        help="also screen N composites of each file with one malicious row buried in 4,000-12,000 characters of "
+        "its benign rows, and N all-benign ones of the same lengths: AUC, TPR/FPR and how often the span hits "
+        "the attack",
+    )
+    p.add_argument("--buried-seed", type=int, default=0, help="seed of the composites (default 0)")
     p.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
     p.set_defaults(handler=run_eval_command)
 
@@ -85,7 +95,7 @@ def run_eval_command(args: argparse.Namespace) -> int:
         from promptgate.server.config import ConfigError, ServerConfig
 
         from .records import DataError
-        from .report import headline_table, robustness_table
+        from .report import buried_table, headline_table, robustness_table
         from .runner import run_evaluation
     except ImportError as exc:
         return fail(f"{_TRAIN_EXTRA_HINT} ({exc})", EXIT_FAILED)
@@ -114,6 +124,8 @@ def run_eval_command(args: argparse.Namespace) -> int:
             robustness=args.robustness,
             robustness_modes=args.robustness_modes.split(",") if args.robustness_modes else None,
             robustness_seed=args.robustness_seed,
+            buried=args.buried,
+            buried_seed=args.buried_seed,
         )
     except (DataError, ProfileError, ConfigError, ValueError) as exc:
         return fail(str(exc), EXIT_USAGE)
@@ -125,6 +137,8 @@ def run_eval_command(args: argparse.Namespace) -> int:
     print(headline_table(report))
     if report.robustness:
         print(f"\nrobustness:\n{robustness_table(report)}")
+    if report.buried:
+        print(f"\nburied attacks:\n{buried_table(report)}")
     print(f"\nreport: {out_dir / 'report.md'}")
     if args.fail_on_collapse and report.collapsed:
         return fail("class collapse detected (--fail-on-collapse)", EXIT_COLLAPSE)

@@ -14,7 +14,7 @@ from .types import ALL_FILES
 if TYPE_CHECKING:
     from .types import EvalReport
 
-__all__ = ["headline_table", "render_markdown", "robustness_table", "write_report"]
+__all__ = ["buried_table", "headline_table", "render_markdown", "robustness_table", "write_report"]
 
 
 def _num(value: Any, digits: int = 4) -> str:
@@ -88,6 +88,26 @@ def headline_table(report: EvalReport) -> str:
 
 def _signed(value: float | None) -> str:
     return "—" if value is None else f"{value:+.4f}"
+
+
+def buried_table(report: EvalReport) -> str:
+    """The buried-attack suite per data file, as Markdown."""
+    header = ["file", "window tokens", "injected", "clean", "ROC-AUC", "TPR", "FPR", "span hits", "chars/s"]
+    rows = [
+        [
+            Path(b["file"]).name,
+            b["window_tokens"],
+            b["n_injected"],
+            b["n_clean"],
+            _num(b["roc_auc"]),
+            _num(b["tpr"]),
+            _num(b["fpr"]),
+            _num(b["span_hit_rate"]),
+            b["chars_per_s"],
+        ]
+        for b in report.buried
+    ]
+    return "\n".join(_table(header, rows))
 
 
 def robustness_table(report: EvalReport) -> str:
@@ -229,6 +249,18 @@ def render_markdown(report: EvalReport) -> str:
             f"(steps: {', '.join(meta['canonicalize_steps']) or 'none'}).",
             "",
             robustness_table(report),
+            "",
+        ]
+    if report.buried:
+        out += [
+            "## Buried attacks",
+            "",
+            "Composites of each file: one malicious row placed at a random point in 4,000-12,000 characters of "
+            "the file's benign rows, against all-benign composites of the same lengths, screened in FAST through "
+            "the same path (windows of `window tokens`). Span hits: the injected composites whose deciding "
+            "window overlaps the buried row.",
+            "",
+            buried_table(report),
             "",
         ]
     if report.failures:

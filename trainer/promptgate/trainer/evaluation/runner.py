@@ -73,6 +73,8 @@ def run_evaluation(
     robustness: bool | str | Sequence[str] | None = None,
     robustness_modes: Sequence[str] | None = None,
     robustness_seed: int = 0,
+    buried: int = 0,
+    buried_seed: int = 0,
 ) -> EvalReport:
     """Evaluate `model` on `data_files` in each of `modes`; write the report to `out_dir` if given.
 
@@ -101,6 +103,8 @@ def run_evaluation(
         robustness=robustness,
         robustness_modes=robustness_modes,
         robustness_seed=robustness_seed,
+        buried=buried,
+        buried_seed=buried_seed,
     )
     try:
         asyncio.get_running_loop()
@@ -207,6 +211,8 @@ async def run_evaluation_async(
     robustness: bool | str | Sequence[str] | None = None,
     robustness_modes: Sequence[str] | None = None,
     robustness_seed: int = 0,
+    buried: int = 0,
+    buried_seed: int = 0,
 ) -> EvalReport:
     """`run_evaluation` on the caller's event loop."""
     from promptgate.server.screening import Screening
@@ -214,6 +220,8 @@ async def run_evaluation_async(
     modes = [m.strip().lower() for m in modes]
     _check_arguments(modes, threshold, limit, concurrency)
     families, rob_modes = _robustness_plan(robustness, robustness_modes, modes)
+    if buried < 0:
+        raise ValueError("buried must be >= 0")
     files = [str(f) for f in data_files]
     if not files:
         raise ValueError("no data files")
@@ -242,6 +250,22 @@ async def run_evaluation_async(
         if families:
             await _robustness(screening, config, datasets, report, families, rob_modes, robustness_seed,
                               concurrency, say)  # fmt: skip
+        if buried:
+            from .buried import evaluate_buried
+
+            for file, records in datasets.items():
+                say(f"{Path(file).name} buried: {buried} injected and {buried} clean composites")
+                entry = await evaluate_buried(
+                    screening,
+                    [r.text for r in records],
+                    [r.label for r in records],
+                    n=buried,
+                    threshold=config.threshold,
+                    seed=buried_seed,
+                    concurrency=min(concurrency, 64),
+                )
+                report.buried.append({"file": file, "seed": buried_seed,
+                                      "window_tokens": screening.window_tokens, **entry})  # fmt: skip
         if out_dir is not None:
             from .report import write_report
 

@@ -113,6 +113,8 @@ class EvalReport:
     robustness: list[dict[str, Any]] = field(default_factory=list)
     # The obfuscated runs' answers, (family, prediction); the texts are the obfuscated ones.
     robustness_predictions: list[tuple[str, Prediction]] = field(default_factory=list, repr=False)
+    # One entry per data file when the buried-attack suite was asked for (evaluation.buried).
+    buried: list[dict[str, Any]] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         out = {
@@ -124,6 +126,8 @@ class EvalReport:
         }
         if self.robustness:
             out["robustness"] = self.robustness
+        if self.buried:
+            out["buried"] = self.buried
         return out
 
     def robustness_entry(self, family: str, mode: str = "fast", file: str | Path | None = None) -> dict[str, Any]:
