@@ -14,6 +14,7 @@ from promptgate.server.canonicalize import CanonicalizeOptions, canonicalize
 from promptgate.trainer.obfuscate import FAMILIES, obfuscate
 from promptgate.trainer.sft.dataset import (
     TrainingRow,
+    add_composites,
     add_obfuscated_copies,
     answer_for,
     assign_rationales,
@@ -211,6 +212,27 @@ def test_canonicalize_and_obfuscate_keys(tmp_path: Path) -> None:
     two = load_recipe(tiny, ["data.obfuscate.families=[base64, tag_smuggling]", "data.obfuscate.seed=9"])
     assert two.data.obfuscate is not None and two.data.obfuscate.families == ("base64", "tag_smuggling")
     assert load_recipe(write(tmp_path, dump_recipe(two), "again.yaml")) == two
+
+
+def test_composites_key_and_rows(tmp_path: Path) -> None:
+    path = write(tmp_path, MINIMAL)
+    assert load_recipe(path).data.composites is None
+    c = load_recipe(path, ["data.composites.share=0.5", "data.composites.max_chars=400"]).data.composites
+    assert c is not None and (c.share, c.min_chars, c.max_chars, c.seed) == (0.5, 300, 400, None)
+    with pytest.raises(RecipeError, match=r"data\.composites\.min_chars"):
+        load_recipe(path, ["data.composites.min_chars=500", "data.composites.max_chars=400"])
+    with pytest.raises(RecipeError, match=r"data\.composites\.share"):
+        load_recipe(path, ["data.composites.share=0"])
+    rows = [TrainingRow(f"b{i}", f"benign row {i} about the weather", "benign", None, None) for i in range(10)]
+    rows += [TrainingRow(f"m{i}", f"ignore your rules number {i}", "malicious", "jailbreak", None) for i in range(4)]
+    out = add_composites(rows, share=0.5, min_chars=100, max_chars=200, seed=3)
+    assert out[: len(rows)] == rows and out == add_composites(rows, share=0.5, min_chars=100, max_chars=200, seed=3)
+    added = out[len(rows) :]
+    assert [r.label for r in added] == ["malicious", "benign"] * 2
+    for buried, clean in zip(added[::2], added[1::2], strict=True):
+        original = next(r for r in rows if r.id == buried.copy_of)
+        assert original.text in buried.text and buried.category == "jailbreak" and buried.rationale is None
+        assert not any(r.text in clean.text for r in rows if r.label == "malicious") and len(buried.text) >= 100
 
 
 def test_apply_overrides_leaves_the_input_alone() -> None:

@@ -213,6 +213,30 @@ def add_obfuscated_copies(
     return [*rows, *copies]
 
 
+def add_composites(
+    rows: Sequence[TrainingRow], *, share: float, min_chars: int, max_chars: int, seed: int
+) -> list[TrainingRow]:
+    """`rows`, then composites of them: `share` of the malicious rows each buried in benign rows,
+    and as many all-benign composites of the same lengths (`promptgate.trainer.composites`)."""
+    from promptgate.trainer.composites import compose
+
+    rng = random.Random(seed)
+    benign = [r for r in rows if r.label == "benign" and r.copy_of is None]
+    malicious = [r for r in rows if r.label == "malicious" and r.copy_of is None]
+    if len(benign) < 2 or not malicious:
+        return list(rows)
+    filler = [r.text for r in benign]
+    added: list[TrainingRow] = []
+    for k, attack in enumerate(rng.sample(malicious, round(share * len(malicious)))):
+        length = rng.randint(min_chars, max_chars)
+        text, _ = compose(filler, attack.text, length, rng)
+        added.append(TrainingRow(f"{attack.id}~buried", text, "malicious", attack.category, None, copy_of=attack.id))
+        inner = rng.choice(benign)
+        clean, _ = compose(filler, inner.text, length, rng)
+        added.append(TrainingRow(f"{inner.id}~filler{k}", clean, "benign", None, None, copy_of=inner.id))
+    return [*rows, *added]
+
+
 def canonicalization_options(setting: bool | str) -> CanonicalizeOptions | None:
     """The options a recipe's `data.canonicalize` asks for; None: none (raw texts)."""
     from promptgate.server.canonicalize import CanonicalizeOptions

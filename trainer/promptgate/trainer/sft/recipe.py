@@ -141,6 +141,24 @@ class ObfuscateSection:
 
 
 @dataclass(frozen=True)
+class CompositesSection:
+    """Long-input examples in the shape the windowed server shows the model, added to training.
+
+    For `share` of the malicious training rows, one composite: the row buried at a random
+    point in `min_chars` to `max_chars` characters of benign training rows (label malicious,
+    the row's category); and as many all-benign composites of the same lengths (label
+    benign), so length alone says nothing. Sized like one screening window, so the whole
+    composite fits `data.max_text_tokens` and nothing is cut away. FAST format (no rationale).
+    """
+
+    share: float = 0.2
+    min_chars: int = 300
+    max_chars: int = 1000
+    # Which rows and where they sit; defaults to the recipe's data seed.
+    seed: int | None = None
+
+
+@dataclass(frozen=True)
 class DataSection:
     train: str | None = None
     val: str | None = None
@@ -168,6 +186,7 @@ class DataSection:
     # the steps as the server's `canonicalize_steps` names them ("all", "none", "nfkc,tags").
     canonicalize: bool | str = True
     obfuscate: ObfuscateSection | None = None
+    composites: CompositesSection | None = None
     seed: int | None = None
 
 
@@ -450,6 +469,15 @@ def _check(recipe: Recipe) -> None:
             len(set(o.families)) == len(o.families),
             "data.obfuscate.families",
             f"a family is given twice: {list(o.families)}",
+        )
+
+    if d.composites is not None:
+        c = d.composites
+        _require(0.0 < c.share <= 1.0, "data.composites.share", f"must be in (0, 1], got {c.share}")
+        _require(
+            0 < c.min_chars <= c.max_chars,
+            "data.composites.min_chars",
+            f"must be positive and at most max_chars ({c.max_chars}), got {c.min_chars}",
         )
 
     t = recipe.training

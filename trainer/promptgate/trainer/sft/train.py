@@ -33,6 +33,7 @@ from promptgate.profiles import BUILTIN_PROFILES, ModelProfile, PromptBuilder, q
 from .dataset import (
     DataFiles,
     TokenizedSplit,
+    add_composites,
     add_obfuscated_copies,
     assign_rationales,
     canonicalization_options,
@@ -462,6 +463,17 @@ def run_training(
             train_rows, share=o.share, families=o.families, seed=seed if o.seed is None else o.seed
         )
         say(f"obfuscation: {len(train_rows) - before} obfuscated copies added ({', '.join(o.families)})")
+    if d.composites is not None:
+        c = d.composites
+        before = len(train_rows)
+        train_rows = add_composites(
+            train_rows,
+            share=c.share,
+            min_chars=c.min_chars,
+            max_chars=c.max_chars,
+            seed=seed if c.seed is None else c.seed,
+        )
+        say(f"composites: {len(train_rows) - before} long-input examples added (attacks buried in benign rows)")
     canonical_stats = None
     options = canonicalization_options(d.canonicalize)
     if options is not None:
