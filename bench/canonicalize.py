@@ -91,7 +91,7 @@ async def _fast_rates(model: str, engine: str, texts: list[str], rounds: int) ->
     rates: dict[str, list[float]] = {"on": [], "off": []}
     try:
         async for _ in screening.screen(((i, Query(t, "fast")) for i, t in enumerate(texts[:64])), window=256):
-            pass  # warm up
+            pass  # drained: the round only warms the engine up
         for _ in range(rounds):
             for name, options in settings.items():
                 screening.canonicalization = dataclasses.replace(options)

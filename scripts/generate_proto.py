@@ -191,7 +191,7 @@ def openapi(descriptor_set: Any, proto: str) -> dict[str, Any]:
         """A reference to a message or enum schema, adding it (and what it uses) to the document."""
         name = type_name.lstrip(".")
         if name not in schemas:
-            schemas[name] = {}  # placeholder: recursive messages end here
+            schemas[name] = {}  # set before the fields are walked, so a message that contains itself stops here
             if name in _WELL_KNOWN:
                 schemas[name] = _WELL_KNOWN[name]
             elif type_name in enums:
