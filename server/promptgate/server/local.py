@@ -46,7 +46,7 @@ class LocalScreener:
     async def load(
         cls, config: ServerConfig, *, mode: str | None, threshold: float | None, window: int
     ) -> LocalScreener:
-        return cls(await Screening.load(config), mode=mode, threshold=threshold, window=window)
+        return cls(await Screening.load(config, offline=True), mode=mode, threshold=threshold, window=window)
 
     async def classify(
         self, records: AsyncIterator[Record]
@@ -72,7 +72,7 @@ class RayScreeningWorker:
     def __init__(self, config: ServerConfig, mode: str | None, threshold: float | None) -> None:
         self.loop = asyncio.new_event_loop()
         self.mode, self.threshold = mode, threshold
-        self.screening = self.loop.run_until_complete(Screening.load(config))
+        self.screening = self.loop.run_until_complete(Screening.load(config, offline=True))
 
     def __call__(self, batch: dict[str, Any]) -> dict[str, list[Any]]:
         queries = [
