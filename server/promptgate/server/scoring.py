@@ -78,7 +78,11 @@ class LabelTrie:
             branching = [f for f in frontier if f[0].index is None]
             if not branching:
                 break
-            results = await asyncio.gather(*(score_next(path, list(node.children)) for node, path, _ in branching))
+            if len(branching) == 1:  # the common case (one branch point): no task to gather
+                node, path, _ = branching[0]
+                results = [await score_next(path, list(node.children))]
+            else:
+                results = await asyncio.gather(*(score_next(path, list(node.children)) for node, path, _ in branching))
             frontier = []
             for (node, path, p), child_probs in zip(branching, results, strict=True):
                 for (tok, child), q in zip(node.children.items(), child_probs, strict=True):
