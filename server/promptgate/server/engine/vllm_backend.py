@@ -179,6 +179,9 @@ class VllmBackend:
             stop_token_ids=list(stop_ids),
             ignore_eos=True,
             detokenize=False,
+            # Streamed only to see when the first token came: the first output and the final
+            # one, not one output (and one wake-up here) per token.
+            **self._api.first_and_final(max_new_tokens),
         )
         output, first_token_at = await self._run(prompt_ids, params, stream=True)
         tokens = list(output.token_ids)
@@ -236,7 +239,14 @@ class _VllmApi:
         self._params = SamplingParams
         # Each request's parameters are made fresh and never shared, so vLLM may take a
         # shallow copy of them (as its OpenAI server does) instead of a deep copy per request.
-        self._fresh = {"skip_clone": True} if "skip_clone" in getattr(SamplingParams, "__struct_fields__", ()) else {}
+        fields = getattr(SamplingParams, "__struct_fields__", ())
+        self._fresh = {"skip_clone": True} if "skip_clone" in fields else {}
+        self._stream_interval = "stream_interval" in fields
 
     def params(self, **kwargs: Any) -> Any:
         return self._params(**kwargs, **self._fresh)
+
+    def first_and_final(self, max_tokens: int) -> dict[str, Any]:
+        """Streaming arguments for only the first token's output and the final one (where vLLM
+        has `stream_interval`: it always sends the first token, then every interval, and the end)."""
+        return {"stream_interval": max(1, max_tokens)} if self._stream_interval else {}
