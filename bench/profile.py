@@ -244,6 +244,7 @@ def _load_cmd(system: str, target: str, args: argparse.Namespace, model: str) ->
            "--concurrency", str(args.concurrency), "--rpc", args.rpc]  # fmt: skip
     if system == "openai":
         cmd += ["--model", model, "--model-dir", model, "--variant", "expert"]
+        cmd += ["--pretokenized"] if args.pretokenized else []
     return cmd
 
 
@@ -276,7 +277,8 @@ def profile_under_load(server_pid: int, load_cmd: list[str], args: argparse.Name
         with CpuMeter([server_pid, load.pid]) as meter:
             out, _ = load.communicate(timeout=3600)
         args.cpu = meter.used()
-        args.result = {k: v for k, v in last_json(out.decode()).items() if k not in ("verdicts", "probabilities")}
+        skip = ("verdicts", "probabilities", "canonical_unchanged")
+        args.result = {k: v for k, v in last_json(out.decode()).items() if k not in skip}
     finally:
         for spy in spies:
             stop(spy)
@@ -315,6 +317,7 @@ def main() -> int:
     parser.add_argument("--rpc", choices=["classify", "batch", "stream"], default="classify")
     parser.add_argument("--concurrency", type=int, default=64)
     parser.add_argument("--queries", type=int, default=3000)
+    parser.add_argument("--pretokenized", action="store_true", help="expert: tokenize before the clock starts")
     parser.add_argument("--rate", type=int, default=100, help="samples per second")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="promptgate-profile-"))

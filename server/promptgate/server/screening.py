@@ -311,7 +311,7 @@ class Screening:
             read, cut = "".join(keep_both_ends(read, limit)), True
         return _Reading(what, len(text), canonical, read, cut, truncate)
 
-    def _part(self, reading: _Reading, ids: list[int], offsets: list[tuple[int, int]]) -> _Part:
+    def _part(self, reading: _Reading, ids: list[int], offsets: Sequence[tuple[int, int]]) -> _Part:
         """One text's tokens cut into windows. Raises InvalidInput."""
         whole = [Span(0, reading.length)]
         signals = reading.canonical.signals
@@ -405,12 +405,12 @@ class Screening:
         by_reading = {id(r): t for r, t in zip(readings, tokens, strict=True)}
         return [read if isinstance(read, Exception) else self._prepared(read, by_reading) for read in reads]
 
-    def _tokenize(self, texts: list[str]) -> list[tuple[list[int], list[tuple[int, int]]] | Exception]:
+    def _tokenize(self, texts: list[str]) -> list[tuple[list[int], Sequence[tuple[int, int]]] | Exception]:
         """Tokens and offsets of each text: one batch, or text by text when the batch fails."""
         try:
             return list(self.engine.encode_many_with_offsets(texts))
         except Exception:  # one text the tokenizer refuses fails only its own query
-            results: list[tuple[list[int], list[tuple[int, int]]] | Exception] = []
+            results: list[tuple[list[int], Sequence[tuple[int, int]]] | Exception] = []
             for text in texts:
                 try:
                     results.append(self.engine.encode_with_offsets(text))
