@@ -167,6 +167,12 @@ def main() -> int:
             record(system, "fast", "ClassifyBatch", None, load("promptgate", target, queries=n, rpc="batch"))
             record(system, "fast", "ClassifyStream", None, load("promptgate", target, queries=n, rpc="stream"))
 
+    # The result cache on (its default size) over the same unique queries: what it costs when nothing repeats.
+    cached_flags = [f for f in flags if f not in ("--result-cache-size", "off")]
+    with serving(model, ["--engine", "vllm", *cached_flags, *pg_engine]) as (target, _):
+        result = load("promptgate", target, queries=n, concurrency=64)
+        record("promptgate-vllm", "fast", "Classify", 64, {**result, "note": "result cache on, unique queries"})
+
     common = {"model": model, "model_dir": model}
     with vllm_serve(model, expert=True, engine=serve_engine) as url:
         for c in levels:
@@ -187,7 +193,7 @@ def main() -> int:
     if "bulk" not in args.skip:
         from bench.bulk import run_pairs
 
-        bulk = run_pairs(model, args, unique=min(n * 3, 1517), zipf=2000, work=args.out / "bulk")
+        bulk = run_pairs(model, args, unique=min(n * 3, 1517), zipf=2000, work=args.out / "bulk", no_cache_run=True)
         for name, run in bulk.items():
             rows.append({"system": "bulk", "mode": "fast", "rpc": name, **run})
 

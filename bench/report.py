@@ -51,7 +51,7 @@ def _best(rows: list[dict[str, Any]], system: str, mode: str) -> dict[str, Any] 
 def summarize(rows: list[dict[str, Any]]) -> dict[str, float]:
     """Adds each row's agreement with promptgate-vllm in the same mode (its last Classify row,
     on the same queries); returns the ratios of every pair."""
-    last = {(r["system"], r["mode"], r["rpc"]): r for r in rows}
+    last = {(r["system"], r["mode"], r["rpc"]): r for r in rows if not r.get("note")}
     references = {mode: last.get((REFERENCE[0], mode, REFERENCE[2])) for mode in ("fast", "reasoned", "auto")}
     for row in rows:
         reference = references.get(row["mode"]) or references["fast"]
@@ -73,6 +73,8 @@ def summarize(rows: list[dict[str, Any]]) -> dict[str, float]:
     for mode in ("reasoned", "auto"):
         ratio(f"{mode}_classify_64/expert_{mode}_64", _find(rows, pg, mode, "Classify", 64),
               _find(rows, EXPERT, mode, "completions", 64))  # fmt: skip
+    cache_on = _find(rows, pg, "fast", "Classify", 64, "result cache on, unique queries")
+    ratio("result_cache_on/off_unique_classify_64", cache_on, _find(rows, pg, "fast", "Classify", 64))
     seed = _best(rows, "seed-detector", "reasoned")
     ratio("fast_best/seed", _best(rows, pg, "fast"), seed)
     ratio("reasoned_64/seed", _find(rows, pg, "reasoned", "Classify", 64), seed)
@@ -80,6 +82,9 @@ def summarize(rows: list[dict[str, Any]]) -> dict[str, float]:
     for r in rows:
         if r["system"] == "bulk":
             ratios[f"screen_local/llm_generate_{r['rpc']}"] = r["ratio"]
+            if "screen_local_no_cache_rows_per_s" in r:
+                cached, uncached = r["screen_local_rows_per_s"], r["screen_local_no_cache_rows_per_s"]
+                ratios[f"screen_local_result_cache_on/off_{r['rpc']}"] = round(cached / uncached, 2)
     null = _best(rows, "promptgate-null-engine", "fast")
     if null:
         ratios["null_engine_overhead_ms_per_query"] = round(1000 / null["qps"], 3)
