@@ -37,6 +37,9 @@ T = TypeVar("T")
 # Below this size tokenizing inline costs less than a hop to a worker thread; above it
 # the event loop would stall for a noticeable time.
 _INLINE_TOKENIZE_CHARS = 2048
+# Queries read (checked, canonicalized, tokenized) at a time by `submit` before their engine
+# work starts: the engine starts on the first ones while the rest are read.
+_READ_CHUNK = 32
 
 
 @dataclass(frozen=True)
@@ -549,21 +552,29 @@ class Screening:
     async def submit(
         self, queries: Sequence[Query], *, caller: str = "local", ids: Sequence[str] | None = None
     ) -> list[asyncio.Task[Classification | ScreeningError]]:
-        """Start screening `queries` together: read in one pass (their texts tokenized in one batch),
-        then each query's engine work at once. One task per query, in input order, answering its
-        outcome (a failure is returned, not raised); cancelling a task stops that query's work."""
+        """Start screening `queries` together: read a chunk at a time (its texts tokenized in one
+        batch), each chunk's engine work started before the next is read, so the engine is busy
+        while the rest is read. One task per query, in input order, answering its outcome (a
+        failure is returned, not raised); cancelling a task stops that query's work."""
         started = time.perf_counter()
         ids = ids if ids is not None else [""] * len(queries)
+        tasks: list[asyncio.Task[Classification | ScreeningError]] = []
         try:
-            prepared = await self._prepare(queries)
+            for lo in range(0, len(queries), _READ_CHUNK):
+                chunk = queries[lo : lo + _READ_CHUNK]
+                prepared = await self._prepare(chunk)
+                tasks += [
+                    asyncio.ensure_future(self._outcome(q, p, caller, i, started))
+                    for q, p, i in zip(chunk, prepared, ids[lo : lo + len(chunk)], strict=True)
+                ]
         except asyncio.CancelledError:
-            for query, id in zip(queries, ids, strict=True):
+            # The started ones have run to their engine call, and tell their own end when cancelled.
+            for task in tasks:
+                task.cancel()
+            for query, id in zip(queries[len(tasks) :], ids[len(tasks) :], strict=True):
                 self._tell(FinishedQuery(query, None, caller, id, started))
             raise
-        return [
-            asyncio.ensure_future(self._outcome(q, p, caller, i, started))
-            for q, p, i in zip(queries, prepared, ids, strict=True)
-        ]
+        return tasks
 
     async def classify_many(
         self, queries: Sequence[Query], *, caller: str = "local", ids: Sequence[str] | None = None
