@@ -118,7 +118,7 @@ def run_pairs(
 ) -> dict[str, dict[str, Any]]:  # fmt: skip
     """Each input screened by LLM.generate, then by screen --local; per input: rates, ratio, agreement."""
     work.mkdir(parents=True, exist_ok=True)
-    inputs = {"unique": write_input(work / "unique.jsonl", load_queries(unique))}
+    inputs = {"unique": write_input(work / "unique.jsonl", load_queries(unique))} if unique else {}
     if zipf:
         inputs["zipf"] = write_input(work / "zipf.jsonl", zipf_log(zipf, exponent=exponent))
     runs: dict[str, dict[str, Any]] = {}
