@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 from promptgate.concurrency import map_unordered_batches
 from promptgate.profiles import ModelProfile
 
-from .cache import ResultCache
+from .cache import Reading, ResultCache
 from .canonicalize import Canonical, CanonicalizeOptions, canonicalize
 from .domain import Classification, Document, DocumentResult, Mode, Query, Span, keep_both_ends
 from .engine.base import BackendStats, Engine, EngineDescription, ScreeningSettings
@@ -126,6 +126,20 @@ class _Prepared:
     text: _Part | None
     docs: list[_Part | ScreeningError]
     documents: tuple[Document, ...]
+    # The cache's key of the text as sent (ResultCache.text_key); None: not remembered.
+    text_key: bytes | None = None
+
+
+@dataclass(frozen=True)
+class _Known:
+    """An exact repeat of a text the cache remembers reading: answered without reading it again
+    while its entry is cached, else read as any other."""
+
+    query: Query
+    mode: Mode
+    threshold: float
+    text_key: bytes
+    reading: Reading
 
 
 @dataclass(frozen=True)
@@ -443,17 +457,63 @@ class Screening:
                 docs.append(error)
         return _Prepared(read.mode, read.threshold, text, docs, read.documents)
 
-    async def _prepare(self, queries: Sequence[Query]) -> list[_Prepared | Exception]:
-        """`_prepare_all`, in a worker thread when the texts are long enough to stall the event loop."""
-        size = sum(len(q.text) + sum(len(d.content) for d in q.documents) for q in queries)
-        if size > _INLINE_TOKENIZE_CHARS:
-            return await asyncio.to_thread(self._prepare_all, queries)
-        return self._prepare_all(queries)
+    async def _prepare(self, queries: Sequence[Query]) -> list[_Prepared | _Known | Exception]:
+        """`_prepare_all`, in a worker thread when the texts are long enough to stall the event loop;
+        exact repeats of texts the result cache remembers reading are not read again."""
+        keys = [self._text_key(q) for q in queries]
+        out: list[_Prepared | _Known | Exception | None] = [None] * len(queries)
+        unread = []
+        for i, (query, key) in enumerate(zip(queries, keys, strict=True)):
+            reading = self.cache.reading(key[0]) if key is not None and self.cache is not None else None
+            if reading is not None and key is not None:
+                out[i] = _Known(query, key[1], key[2], key[0], reading)
+            else:
+                unread.append(i)
+        if unread:
+            todo = [queries[i] for i in unread]
+            size = sum(len(q.text) + sum(len(d.content) for d in q.documents) for q in todo)
+            prepared = await asyncio.to_thread(self._prepare_all, todo) if size > _INLINE_TOKENIZE_CHARS else (
+                self._prepare_all(todo)
+            )  # fmt: skip
+            for i, p in zip(unread, prepared, strict=True):
+                key = keys[i]
+                out[i] = dataclasses.replace(p, text_key=key[0]) if isinstance(p, _Prepared) and key else p
+        return out  # type: ignore[return-value]
+
+    def _text_key(self, query: Query) -> tuple[bytes, Mode, float] | None:
+        """The result cache's key of a query's text as sent (text-only queries), with its mode and threshold."""
+        if self.cache is None or query.documents:
+            return None
+        try:
+            mode, threshold = self._options(query)
+        except InvalidInput:
+            return None
+        # Everything the reading and the answer depend on besides the text (limits, windows and
+        # the model are fixed for this path; the canonicalization options may be replaced).
+        options = f"|{mode.value}|{threshold!r}|{query.truncate}|{query.canonicalize}|{self.canonicalization!r}"
+        return self.cache.text_key(query.text, options), mode, threshold
+
+    def _known(self, known: _Known) -> Classification | None:
+        """A remembered repeat's answer from the cache; None when its entry has been evicted."""
+        cache, reading = self.cache, known.reading
+        if cache is None or reading.key not in cache:
+            return None
+        cached = cache.get(reading.key)
+        assert cached is not None
+        return dataclasses.replace(cached, truncated=reading.truncated, signals=reading.signals, span=reading.span)
 
     # -- deciding: the engine's answers for a read query ---------------------------------------
 
-    async def _decide(self, prepared: _Prepared) -> Classification:
+    async def _decide(self, prepared: _Prepared | _Known) -> Classification:
         """The verdict over the text and every document: the most malicious window decides."""
+        if isinstance(prepared, _Known):
+            answer = self._known(prepared)
+            if answer is not None:
+                return answer
+            read = self._prepare_all([prepared.query])[0]  # its entry was evicted: read it again
+            if isinstance(read, Exception):
+                raise read
+            prepared = dataclasses.replace(read, text_key=prepared.text_key)
         mode, threshold, text_part, docs = prepared.mode, prepared.threshold, prepared.text, prepared.docs
         parts = [p for p in (text_part, *docs) if isinstance(p, _Part)]
         if not parts:
@@ -463,6 +523,11 @@ class Screening:
         if len(parts) == 1 and len(parts[0].windows) == 1:  # the common case: one prompt, in the asked mode
             result = await self._classify_tokens(parts[0].windows[0], mode, threshold)
             scored = [[result]]
+            if prepared.text_key is not None and self.cache is not None and text_part is not None:
+                # Remember what this text as sent was read to, for its exact repeats.
+                key = self.cache.key(text_part.windows[0], mode, threshold)
+                reading = Reading(key, text_part.spans[0], tuple(sorted(set(text_part.signals))), text_part.truncated)
+                self.cache.put_reading(prepared.text_key, reading)
         else:  # every window FAST, all at once (the engine batches them)
             flat = [w for part in parts for w in part.windows]
             fast = await asyncio.gather(*(self._classify_tokens(w, Mode.FAST, threshold) for w in flat))
@@ -518,7 +583,7 @@ class Screening:
             return error
 
     async def _finish(
-        self, query: Query, prepared: _Prepared | Exception, caller: str, id: str, started: float
+        self, query: Query, prepared: _Prepared | _Known | Exception, caller: str, id: str, started: float
     ) -> Classification:
         """A read query's engine work and its end told to the observer. Raises ScreeningError."""
         try:
@@ -536,7 +601,7 @@ class Screening:
         return result
 
     async def _outcome(
-        self, query: Query, prepared: _Prepared | Exception, caller: str, id: str, started: float
+        self, query: Query, prepared: _Prepared | _Known | Exception, caller: str, id: str, started: float
     ) -> Classification | ScreeningError:
         try:
             return await self._finish(query, prepared, caller, id, started)
