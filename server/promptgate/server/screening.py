@@ -196,6 +196,7 @@ class Screening:
         self.limits = limits or ScreeningLimits()
         # Decoded payloads never grow a text past the character limit (see _prepare).
         self.canonicalization = canonicalization or CanonicalizeOptions(max_decoded_chars=self.limits.max_text_chars)
+        self._options_repr: tuple[CanonicalizeOptions | None, str] = (None, "")
         self.observer = observer
 
     @classmethod
@@ -490,7 +491,9 @@ class Screening:
             return None
         # Everything the reading and the answer depend on besides the text (limits, windows and
         # the model are fixed for this path; the canonicalization options may be replaced).
-        options = f"|{mode.value}|{threshold!r}|{query.truncate}|{query.canonicalize}|{self.canonicalization!r}"
+        if self._options_repr[0] is not self.canonicalization:
+            self._options_repr = (self.canonicalization, repr(self.canonicalization))
+        options = f"|{mode.value}|{threshold!r}|{query.truncate}|{query.canonicalize}|{self._options_repr[1]}"
         return self.cache.text_key(query.text, options), mode, threshold
 
     def _known(self, known: _Known) -> Classification | None:
