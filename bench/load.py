@@ -56,28 +56,32 @@ async def closed_loop(queries: list[str], concurrency: int, one: Callable[[int, 
             answers[i] = await one(i, queries[i])
             latencies.append(time.perf_counter() - start)
 
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
     await asyncio.gather(*(worker() for _ in range(concurrency)))
     elapsed = time.perf_counter() - start
-    return _report(len(queries), elapsed, latencies, answers)
+    return _report(len(queries), elapsed, latencies, answers, time.process_time() - cpu)
 
 
 async def in_batches(queries: list[str], size: int, batch: Callable[[list[str]], Awaitable[Sequence[Answer]]]) -> dict:
     """One batch of `size` queries after another; a latency is a whole batch's."""
     latencies: list[float] = []
     answers: list[Answer] = []
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
     for lo in range(0, len(queries), size):
         t = time.perf_counter()
         answers += await batch(queries[lo : lo + size])
         latencies.append(time.perf_counter() - t)
-    return _report(len(queries), time.perf_counter() - start, latencies, answers)
+    return _report(len(queries), time.perf_counter() - start, latencies, answers, time.process_time() - cpu)
 
 
-def _report(n: int, elapsed: float, latencies: list[float], answers: Sequence[Answer | bool | None]) -> dict:
+def _report(
+    n: int, elapsed: float, latencies: list[float], answers: Sequence[Answer | bool | None], cpu_s: float | None = None
+) -> dict:
     pairs = [(a, None) if isinstance(a, bool) else (a or (None, None)) for a in answers]
     return {
         "queries": n,
+        # The load generator's own CPU while the clock ran (it shares the machine with the server).
+        **({"client_cpu_ms_per_query": round(1000 * cpu_s / n, 3)} if cpu_s is not None and n else {}),
         "seconds": round(elapsed, 3),
         "qps": round(n / elapsed, 2),
         "p50_ms": _pct(latencies, 0.5),
@@ -114,12 +118,12 @@ async def promptgate_load(args: argparse.Namespace, queries: list[str]) -> dict:
 
             return await in_batches(queries, args.batch_size, batch)
         # stream: one bidi stream, the server's flow control sets the pace
-        start = time.perf_counter()
+        start, cpu = time.perf_counter(), time.process_time()
         answers: list[Answer] = [None] * len(queries)
         items = (ScreenRequest(q, id=str(i)) for i, q in enumerate(queries))
         async for r in client.classify_stream(items, mode=args.mode):
             answers[int(r.id)] = answer(r)
-        return _report(len(queries), time.perf_counter() - start, [], answers)
+        return _report(len(queries), time.perf_counter() - start, [], answers, time.process_time() - cpu)
 
 
 class ExpertPrompts:
