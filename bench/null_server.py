@@ -45,7 +45,10 @@ class NullBackend:
 async def run(model: str, port: int) -> None:
     from transformers import AutoTokenizer
 
+    from promptgate.server.logs import configure_logging
+
     config = ServerConfig(model=model, host="127.0.0.1", port=port, log_level="warning", metrics_port=None)
+    configure_logging(config.log_level)  # as `promptgate serve` does: no line per query at warning
     handle = create_server(config)
     await handle.start()
     builder = PromptBuilder(AutoTokenizer.from_pretrained(model), resolve_profile(model))

@@ -7,56 +7,137 @@ from pathlib import Path
 from typing import Any
 
 REFERENCE = ("promptgate-vllm", "fast", "Classify")
+EXPERT = "vllm-serve-expert"
 
 
-def _agreement(a: list[Any], b: list[Any]) -> float | None:
-    pairs = [(x, y) for x, y in zip(a, b, strict=False) if x is not None and y is not None]
-    return round(sum(x == y for x, y in pairs) / len(pairs), 4) if pairs else None
+def _agreement(row: dict[str, Any], reference: dict[str, Any]) -> dict[str, Any] | None:
+    """Verdict agreement, and the largest probability difference where both gave one: over all
+    queries, and over those promptgate's canonicalization leaves as they are."""
+    verdicts = zip(row["verdicts"], reference["verdicts"], strict=False)
+    pairs = [(x, y) for x, y in verdicts if x is not None and y is not None]
+    if not pairs:
+        return None
+    out: dict[str, Any] = {"verdicts": round(sum(x == y for x, y in pairs) / len(pairs), 4)}
+    unchanged = row.get("canonical_unchanged") or [True] * len(row["verdicts"])
+    diffs = [
+        (abs(x - y), same)
+        for x, y, same in zip(row.get("probabilities", []), reference.get("probabilities", []), unchanged, strict=False)
+        if x is not None and y is not None
+    ]
+    if diffs:
+        out["max_abs_difference"] = round(max(d for d, _ in diffs), 6)
+        out["max_abs_difference_where_unchanged"] = round(max((d for d, same in diffs if same), default=0.0), 6)
+    return out
+
+
+def _find(rows: list[dict[str, Any]], system: str, mode: str, rpc: str, concurrency: int | None = None,
+          note: str | None = None) -> dict[str, Any] | None:  # fmt: skip
+    for r in rows:
+        same = (r["system"], r["mode"], r["rpc"]) == (system, mode, rpc) and "qps" in r and r.get("note") == note
+        if same and (concurrency is None or r.get("concurrency") == concurrency):
+            return r
+    return None
 
 
 def _best(rows: list[dict[str, Any]], system: str, mode: str) -> dict[str, Any] | None:
-    candidates = [r for r in rows if r["system"] == system and r["mode"] == mode and "qps" in r]
+    """The fastest one-query-per-call row (Classify, completions, detect_attack) of a system and mode."""
+    candidates = [
+        r for r in rows
+        if r["system"] == system and r["mode"] == mode and "qps" in r and r.get("concurrency") and not r.get("note")
+    ]  # fmt: skip
     return max(candidates, key=lambda r: r["qps"], default=None)
 
 
-def summarize(rows: list[dict[str, Any]]) -> dict[str, Any]:
-    reference = next((r for r in reversed(rows) if (r["system"], r["mode"], r["rpc"]) == REFERENCE), None)
+def summarize(rows: list[dict[str, Any]]) -> dict[str, float]:
+    """Adds each row's agreement with promptgate-vllm in the same mode (its last Classify row,
+    on the same queries); returns the ratios of every pair."""
+    last = {(r["system"], r["mode"], r["rpc"]): r for r in rows if not r.get("note")}
+    references = {mode: last.get((REFERENCE[0], mode, REFERENCE[2])) for mode in ("fast", "reasoned", "auto")}
     for row in rows:
+        reference = references.get(row["mode"]) or references["fast"]
         if reference is not None and "verdicts" in row and row is not reference:
-            row["agreement_with_promptgate_vllm_fast"] = _agreement(row["verdicts"], reference["verdicts"])
+            row["agreement_with_promptgate_vllm"] = _agreement(row, reference)
     ratios: dict[str, float] = {}
-    pg_fast, seed = _best(rows, "promptgate-vllm", "fast"), _best(rows, "seed-detector", "reasoned")
-    serve_fast = _best(rows, "vllm-serve", "fast")
-    pg_reasoned, serve_reasoned = _best(rows, "promptgate-vllm", "reasoned"), _best(rows, "vllm-serve", "reasoned")
-    if pg_fast and seed:
-        ratios["promptgate_fast/seed"] = round(pg_fast["qps"] / seed["qps"], 1)
-    if pg_reasoned and seed:
-        ratios["promptgate_reasoned/seed"] = round(pg_reasoned["qps"] / seed["qps"], 1)
-    if pg_fast and serve_fast:
-        ratios["promptgate_fast/vllm_serve_fast"] = round(pg_fast["qps"] / serve_fast["qps"], 2)
-    if pg_reasoned and serve_reasoned:
-        ratios["promptgate_reasoned/vllm_serve_reasoned"] = round(pg_reasoned["qps"] / serve_reasoned["qps"], 2)
+
+    def ratio(name: str, a: dict[str, Any] | None, b: dict[str, Any] | None) -> None:
+        if a and b:
+            ratios[name] = round(a["qps"] / b["qps"], 2)
+
+    pg = "promptgate-vllm"
+    for note, suffix in ((None, ""), ("pretokenized", "_pretokenized")):
+        ratio(f"fast_classify_64/expert_unary_64{suffix}", _find(rows, pg, "fast", "Classify", 64),
+              _find(rows, EXPERT, "fast", "completions", 64, note))  # fmt: skip
+        for rpc in ("ClassifyBatch", "ClassifyStream"):
+            ratio(f"fast_{rpc}/expert_batch_completions{suffix}", _find(rows, pg, "fast", rpc),
+                  _find(rows, EXPERT, "fast", "batch completions", None, note))  # fmt: skip
+    for mode in ("reasoned", "auto"):
+        ratio(f"{mode}_classify_64/expert_{mode}_64", _find(rows, pg, mode, "Classify", 64),
+              _find(rows, EXPERT, mode, "completions", 64))  # fmt: skip
+    cache_on = _find(rows, pg, "fast", "Classify", 64, "result cache on, unique queries")
+    ratio("result_cache_on/off_unique_classify_64", cache_on, _find(rows, pg, "fast", "Classify", 64))
+    seed = _best(rows, "seed-detector", "reasoned")
+    ratio("fast_best/seed", _best(rows, pg, "fast"), seed)
+    ratio("reasoned_64/seed", _find(rows, pg, "reasoned", "Classify", 64), seed)
+    ratio("fast_best/naive_vllm_serve_best", _best(rows, pg, "fast"), _best(rows, "vllm-serve-naive", "fast"))
+    for r in rows:
+        if r["system"] == "bulk":
+            ratios[f"screen_local/llm_generate_{r['rpc']}"] = r["ratio"]
+            if "screen_local_no_cache_rows_per_s" in r:
+                cached, uncached = r["screen_local_rows_per_s"], r["screen_local_no_cache_rows_per_s"]
+                ratios[f"screen_local_result_cache_on/off_{r['rpc']}"] = round(cached / uncached, 2)
     null = _best(rows, "promptgate-null-engine", "fast")
     if null:
         ratios["null_engine_overhead_ms_per_query"] = round(1000 / null["qps"], 3)
     return ratios
 
 
+def _agree_text(agree: dict[str, Any] | None) -> str:
+    if not agree:
+        return "-"
+    text = f"{agree['verdicts']}"
+    if "max_abs_difference" in agree:
+        text += f" / {agree['max_abs_difference']:.4f} / {agree['max_abs_difference_where_unchanged']:.4f}"
+    return text
+
+
 def markdown(rows: list[dict[str, Any]], ratios: dict[str, float], meta: dict[str, Any]) -> str:
+    load = meta.get("load_average")
     lines = [
-        f"Model: `{meta['model']}`; CPU cores: {meta['cpu_count']}.",
+        f"Model: `{meta['model']}`; CPU cores: {meta['cpu_count']}"
+        + (f"; load average at the end: {', '.join(f'{x:.2f}' for x in load)}" if load else "")
+        + ".",
         "",
         "| system | mode | rpc | concurrency | queries | q/s | p50 ms | p99 ms | agreement |",
         "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for r in rows:
-        if r["rpc"] == "start":
+        if r["rpc"] == "start" or r["system"] == "bulk":
             continue
-        agree = r.get("agreement_with_promptgate_vllm_fast")
+        rpc = r["rpc"] + (f" ({r['note']})" if r.get("note") else "")
         lines.append(
-            f"| {r['system']} | {r['mode']} | {r['rpc']} | {r['concurrency'] or '-'} | {r['queries']} | {r['qps']} | "
-            f"{r['p50_ms']} | {r['p99_ms']} | {'-' if agree is None else agree} |"
+            f"| {r['system']} | {r['mode']} | {rpc} | {r['concurrency'] or '-'} | {r['queries']} | {r['qps']} | "
+            f"{r['p50_ms']} | {r['p99_ms']} | {_agree_text(r.get('agreement_with_promptgate_vllm'))} |"
         )
+    bulk = [r for r in rows if r["system"] == "bulk"]
+    if bulk:
+        lines += [
+            "",
+            "| bulk input | rows | duplicates | LLM.generate rows/s | screen --local rows/s | ratio | agreement |",
+            "| --- | --- | --- | --- | --- | --- | --- |",
+        ]
+        for r in bulk:
+            a = r["agreement"]
+            lines.append(
+                f"| {r['rpc']} | {r['rows']} | {r['duplicate_share']:.1%} | {r['llm_generate_rows_per_s']} | "
+                f"{r['screen_local_rows_per_s']} | {r['ratio']} | {a.get('verdict_agreement')} / "
+                f"{a.get('max_abs_difference', 0):.4f} |"
+            )
+    lines += [
+        "",
+        "Agreement: with promptgate-vllm's last Classify row in the same mode, on the same queries: the share of "
+        "equal verdicts / the largest difference in malicious probability / the same over the queries "
+        "promptgate's canonicalization leaves as they are (where both read the same tokens).",
+    ]
     starts = [r for r in rows if r["rpc"] == "start"]
     if starts:
         lines += [
@@ -80,7 +161,8 @@ def plots(rows: list[dict[str, Any]], out: Path) -> list[Path]:
             (r["concurrency"], r["qps"])
             for r in rows
             if r["system"] == system and r["mode"] == "fast" and r.get("concurrency") and "qps" in r
-        )
+            and not r.get("note")
+        )  # fmt: skip
         if len(pts) > 1:
             ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=system)
     ax.set_xscale("log", base=2)
@@ -93,7 +175,10 @@ def plots(rows: list[dict[str, Any]], out: Path) -> list[Path]:
     fig.savefig(written[-1], dpi=110)
     plt.close(fig)
 
-    chosen = [r for r in rows if "p50_ms" in r and (r.get("concurrency") in (1, 64) or r["rpc"] == "detect_attack")]
+    chosen = [
+        r for r in rows
+        if "p50_ms" in r and not r.get("note") and (r.get("concurrency") in (1, 64) or r["rpc"] == "detect_attack")
+    ]  # fmt: skip
     fig, ax = plt.subplots(figsize=(9, max(3.0, 0.35 * len(chosen))))
     labels = [f"{r['system']} {r['mode']} c={r['concurrency']}" for r in chosen]
     ax.barh(labels, [r["p99_ms"] for r in chosen], color="#d0a0a0", label="p99")

@@ -172,6 +172,9 @@ def test_engine_settings_are_built_from_the_config() -> None:
         max_logprobs=40,
         block_size=16,
     )
+    # Bulk screening in the process (screen --local, Ray, eval) asks vLLM for its offline defaults.
+    assert config.vllm_settings(max_logprobs=40, offline=True).offline
+    assert not config.vllm_settings(max_logprobs=40).offline
     assert config.transformers_options() == {
         "device": "cpu",
         "dtype": "bfloat16",

@@ -46,3 +46,10 @@ def test_plain_tokenization_agrees_with_normal_tokenization_on_ordinary_text(tin
     builder = PromptBuilder(tiny_tokenizer, PROMPTGATE)
     text = "Please summarise this article about renewable energy in 3 bullet points."
     assert builder.encode_text(text) == tiny_tokenizer.encode(text, add_special_tokens=False)
+
+
+def test_a_batch_is_tokenized_as_each_text_alone(tiny_tokenizer) -> None:
+    builder = PromptBuilder(tiny_tokenizer, PROMPTGATE)
+    texts = [*ATTACKS, "Please summarise this article.", "ｆｕｌｌｗｉｄｔｈ and émoji 🏴", " "]
+    assert builder.encode_texts_with_offsets(texts) == [builder.encode_text_with_offsets(t) for t in texts]
+    assert builder.encode_texts(texts) == [builder.encode_text(t) for t in texts]

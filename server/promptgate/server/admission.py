@@ -85,6 +85,13 @@ class Admission:
             )
         self._admit(n)
 
+    def admit_now(self, n: int = 1) -> bool:
+        """Admit `n` queries if they fit now; False (and nothing else) if not."""
+        if self.depth + n > self.limit:
+            return False
+        self._admit(n)
+        return True
+
     async def acquire(self, n: int = 1) -> None:
         """Wait until `n` queries fit, then admit them."""
         if self.depth + n <= self.limit:

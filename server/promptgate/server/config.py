@@ -393,11 +393,14 @@ class ServerConfig:
 
         return self._settings(ScreeningSettings, default_mode=self.mode)
 
-    def vllm_settings(self, max_logprobs: int) -> VllmSettings:
-        """The vLLM backend's engine arguments; `max_logprobs` comes from the model's label tries."""
+    def vllm_settings(self, max_logprobs: int, *, offline: bool = False) -> VllmSettings:
+        """The vLLM backend's engine arguments; `max_logprobs` comes from the model's label tries.
+
+        offline: for bulk screening in this process (screen --local, Ray, eval), not a server.
+        """
         from .engine.vllm_backend import VllmSettings
 
-        return self._settings(VllmSettings, max_logprobs=max_logprobs)
+        return self._settings(VllmSettings, max_logprobs=max_logprobs, offline=offline)
 
     def transformers_options(self) -> dict[str, Any]:
         """Keyword arguments of `TransformersBackend` (apart from the model and the pad token)."""

@@ -46,7 +46,7 @@ class LocalScreener:
     async def load(
         cls, config: ServerConfig, *, mode: str | None, threshold: float | None, window: int
     ) -> LocalScreener:
-        return cls(await Screening.load(config), mode=mode, threshold=threshold, window=window)
+        return cls(await Screening.load(config, offline=True), mode=mode, threshold=threshold, window=window)
 
     async def classify(
         self, records: AsyncIterator[Record]
@@ -72,7 +72,7 @@ class RayScreeningWorker:
     def __init__(self, config: ServerConfig, mode: str | None, threshold: float | None) -> None:
         self.loop = asyncio.new_event_loop()
         self.mode, self.threshold = mode, threshold
-        self.screening = self.loop.run_until_complete(Screening.load(config))
+        self.screening = self.loop.run_until_complete(Screening.load(config, offline=True))
 
     def __call__(self, batch: dict[str, Any]) -> dict[str, list[Any]]:
         queries = [
@@ -80,12 +80,10 @@ class RayScreeningWorker:
             for text, docs in zip(batch["text"], batch["documents"], strict=True)
         ]
 
-        # The whole batch at once: the engine batches it (continuously, with vLLM). Batch
-        # size is the pipeline's setting, not a request's, so the batch limit does not apply.
-        async def all_of() -> list[Classification | ScreeningError]:
-            return await asyncio.gather(*(self.screening.outcome(q, caller="ray") for q in queries))
-
-        outcomes = self.loop.run_until_complete(all_of())
+        # The whole batch at once: read together (one tokenizer batch), then every query in the
+        # engine (which batches them continuously, with vLLM). Batch size is the pipeline's
+        # setting, not a request's, so the batch limit does not apply.
+        outcomes = self.loop.run_until_complete(self.screening.classify_many(queries, caller="ray"))
         model = self.screening.model_id
         return {
             "record": list(batch["record"]),

@@ -67,28 +67,35 @@ class LabelTrie:
     async def score(self, prefix: Sequence[int], score_next: ScoreNext) -> list[float]:
         """Probability of each sequence after `prefix`, in the order they were given."""
         probs = [0.0] * self.size
-        # Each frontier entry: a branching (or leaf) node, the tokens that lead to it, and
-        # the probability of having got there. All nodes of a level are scored concurrently
-        # so the engine can batch them.
-        frontier = [self._descend(self._root, list(prefix), 1.0)]
+        # Each frontier entry: a branching (or leaf) node, the tokens that lead to it (a base
+        # sequence and the forced tokens after it: the whole path is written out only where it
+        # is scored, never for a leaf), and the probability of having got there. All nodes of a
+        # level are scored concurrently so the engine can batch them.
+        frontier = [self._descend(self._root, prefix, (), 1.0)]
         while frontier:
             leaves = [f for f in frontier if f[0].index is not None]
-            for node, _, p in leaves:
+            for node, _, _, p in leaves:
                 probs[node.index] = p  # type: ignore[index]
-            branching = [f for f in frontier if f[0].index is None]
+            branching = [(node, [*base, *tail], p) for node, base, tail, p in frontier if node.index is None]
             if not branching:
                 break
-            results = await asyncio.gather(*(score_next(path, list(node.children)) for node, path, _ in branching))
+            if len(branching) == 1:  # the common case (one branch point): no task to gather
+                node, path, _ = branching[0]
+                results = [await score_next(path, list(node.children))]
+            else:
+                results = await asyncio.gather(*(score_next(path, list(node.children)) for node, path, _ in branching))
             frontier = []
             for (node, path, p), child_probs in zip(branching, results, strict=True):
                 for (tok, child), q in zip(node.children.items(), child_probs, strict=True):
-                    frontier.append(self._descend(child, [*path, tok], p * float(q)))
+                    frontier.append(self._descend(child, path, (tok,), p * float(q)))
         return probs
 
     @staticmethod
-    def _descend(node: _Node, path: list[int], p: float) -> tuple[_Node, list[int], float]:
+    def _descend(
+        node: _Node, base: Sequence[int], tail: tuple[int, ...], p: float
+    ) -> tuple[_Node, Sequence[int], tuple[int, ...], float]:
         # A single continuation is forced: follow it without asking the model.
         while node.index is None and len(node.children) == 1:
             tok, node = next(iter(node.children.items()))
-            path = [*path, tok]
-        return node, path, p
+            tail = (*tail, tok)
+        return node, base, tail, p

@@ -12,18 +12,20 @@ so both share one queue and one set of checks.
 
 from __future__ import annotations
 
+import asyncio
 import itertools
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable
 
 import grpc
 
-from promptgate.concurrency import map_unordered
+from promptgate.concurrency import map_unordered_batches
 from promptgate.v1 import classifier_pb2 as pb
 from promptgate.v1 import classifier_pb2_grpc as pb_grpc
 
 from .admission import Admission
 from .config import ServerConfig
 from .convert import model_info, query_from, response_for, status_details_trailer
+from .domain import Classification
 from .errors import ErrorKind, NotReady, ScreeningError
 from .metrics import ServerMetrics
 from .screening import Screening
@@ -108,18 +110,44 @@ class ClassifierServicer(pb_grpc.ClassifierServiceServicer):
                 position = next(positions)
                 yield request.id or str(position), request
 
-        async def answer(item: tuple[str, pb.ClassifyRequest]) -> pb.ClassifyResponse:
-            request_id, request = item
-            # Streams wait for room instead of failing: waiting stops the reads, and HTTP/2
-            # flow control pushes back on the sender.
-            await self.admission.acquire(1)
-            try:
-                outcome = await screening.outcome(query_from(request), caller="ClassifyStream", id=request_id)
-            finally:
-                self.admission.release(1)
-            return response_for(request_id, outcome, model)
+        def admitted(_: object) -> None:
+            self.admission.release(1)
 
-        return map_unordered(numbered(), answer, self.config.max_stream_inflight)
+        async def start(batch: list[tuple[str, pb.ClassifyRequest]]) -> list[Awaitable[pb.ClassifyResponse]]:
+            """Admit and start the batch's queries: those that fit now together, then wait for room.
+
+            Streams wait for room instead of failing: waiting stops the reads, and HTTP/2 flow
+            control pushes back on the sender. A query gives its slot back when it ends.
+            """
+            ids = [request_id for request_id, _ in batch]
+            queries = [query_from(request) for _, request in batch]
+            tasks: list[asyncio.Task[Classification | ScreeningError]] = []
+            try:
+                while len(tasks) < len(batch):
+                    i = len(tasks)
+                    await self.admission.acquire(1)
+                    j = i + 1
+                    while j < len(batch) and self.admission.admit_now(1):
+                        j += 1
+                    try:
+                        started = await screening.submit(queries[i:j], caller="ClassifyStream", ids=ids[i:j])
+                    except BaseException:
+                        self.admission.release(j - i)
+                        raise
+                    for task in started:
+                        task.add_done_callback(admitted)
+                    tasks += started
+            except BaseException:
+                for task in tasks:
+                    task.cancel()
+                raise
+            return [answer(request_id, task) for request_id, task in zip(ids, tasks, strict=True)]
+
+        async def answer(request_id: str, task: Awaitable[Classification | ScreeningError]) -> pb.ClassifyResponse:
+            return response_for(request_id, await task, model)
+
+        # The requests read while earlier ones were being started are started together.
+        return map_unordered_batches(numbered(), start, self.config.max_stream_inflight)
 
     def model_info(self) -> pb.GetModelInfoResponse:
         if self.info is None:

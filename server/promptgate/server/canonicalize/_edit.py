@@ -41,15 +41,18 @@ class StepResult:
 
 
 class Builder:
-    """Accumulates output text together with, for each output character, its input range."""
+    """Accumulates output text together with, for each output character, its input range.
 
-    __slots__ = ("_edited", "_ends", "_pieces", "_source", "_starts", "decoded_chars", "signals")
+    The pieces are kept as ranges and written out only by `result()`, and only when something
+    was edited: a step that finds nothing to do pays nothing per character.
+    """
+
+    __slots__ = ("_edited", "_pieces", "_source", "decoded_chars", "signals")
 
     def __init__(self, source: str) -> None:
         self._source = source
-        self._pieces: list[str] = []
-        self._starts: list[int] = []
-        self._ends: list[int] = []
+        # (text or None for source[start:end], start, end, one-for-one): in output order.
+        self._pieces: list[tuple[str | None, int, int, bool]] = []
         self._edited = False
         self.signals: set[str] = set()
         self.decoded_chars = 0
@@ -57,24 +60,18 @@ class Builder:
     def copy(self, start: int, end: int) -> None:
         """Keep source[start:end] as it is."""
         if start < end:
-            self._pieces.append(self._source[start:end])
-            self._starts.extend(range(start, end))
-            self._ends.extend(range(start + 1, end + 1))
+            self._pieces.append((None, start, end, True))
 
     def emit(self, text: str, start: int, end: int) -> None:
         """Write `text` in place of source[start:end]; every character maps to that whole range."""
         self._edited = True
         if text:
-            self._pieces.append(text)
-            self._starts.extend([start] * len(text))
-            self._ends.extend([end] * len(text))
+            self._pieces.append((text, start, end, False))
 
     def emit_each(self, text: str, start: int) -> None:
         """Write `text` in place of source[start:start+len(text)], character for character."""
         self._edited = True
-        self._pieces.append(text)
-        self._starts.extend(range(start, start + len(text)))
-        self._ends.extend(range(start + 1, start + len(text) + 1))
+        self._pieces.append((text, start, start + len(text), True))
 
     def skip(self) -> None:
         """Record that something was dropped (the caller simply does not copy it)."""
@@ -83,10 +80,15 @@ class Builder:
     def result(self) -> StepResult:
         if not self._edited:
             return StepResult(self._source, frozenset(self.signals))
-        return StepResult(
-            "".join(self._pieces),
-            frozenset(self.signals),
-            tuple(self._starts),
-            tuple(self._ends),
-            self.decoded_chars,
-        )
+        texts: list[str] = []
+        starts: list[int] = []
+        ends: list[int] = []
+        for text, start, end, each in self._pieces:
+            texts.append(self._source[start:end] if text is None else text)
+            if each:
+                starts.extend(range(start, end))
+                ends.extend(range(start + 1, end + 1))
+            else:
+                starts.extend([start] * len(text))  # type: ignore[arg-type]
+                ends.extend([end] * len(text))  # type: ignore[arg-type]
+        return StepResult("".join(texts), frozenset(self.signals), tuple(starts), tuple(ends), self.decoded_chars)

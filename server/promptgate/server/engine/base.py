@@ -117,6 +117,10 @@ class Engine(Protocol):
         """`encode`, and each token's [start, end) character span in `text`."""
         ...
 
+    def encode_many_with_offsets(self, texts: Sequence[str]) -> list[tuple[list[int], Sequence[tuple[int, int]]]]:
+        """`encode_with_offsets` of each text, in one batch (the tokenizer runs it in parallel)."""
+        ...
+
     async def classify_tokens(self, text_ids: list[int], mode: Mode, threshold: float) -> Classification:
         """Classify text already encoded and within `max_text_tokens`; `mode` FAST, REASONED or AUTO."""
         ...
@@ -203,6 +207,9 @@ class ScreeningEngine:
 
     def encode_with_offsets(self, text: str) -> tuple[list[int], list[tuple[int, int]]]:
         return self.builder.encode_text_with_offsets(text)
+
+    def encode_many_with_offsets(self, texts: Sequence[str]) -> list[tuple[list[int], Sequence[tuple[int, int]]]]:
+        return self.builder.encode_texts_with_offsets(texts)
 
     async def classify_tokens(self, text_ids: list[int], mode: Mode, threshold: float) -> Classification:
         if mode is Mode.REASONED:

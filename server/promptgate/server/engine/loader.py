@@ -32,12 +32,12 @@ def pick_engine(requested: str, available: list[str]) -> str:
     return requested
 
 
-def build_backend(config: ServerConfig, pad_token_id: int, max_logprobs: int) -> ModelBackend:
+def build_backend(config: ServerConfig, pad_token_id: int, max_logprobs: int, *, offline: bool = False) -> ModelBackend:
     engine = pick_engine(config.engine, available_engines())
     if engine == "vllm":
         from .vllm_backend import VllmBackend
 
-        return VllmBackend(config.model, config.vllm_settings(max_logprobs))
+        return VllmBackend(config.model, config.vllm_settings(max_logprobs, offline=offline))
     if engine == "transformers":
         from .transformers_backend import TransformersBackend
 
@@ -45,8 +45,12 @@ def build_backend(config: ServerConfig, pad_token_id: int, max_logprobs: int) ->
     raise ValueError(f"unknown engine {engine!r}")
 
 
-async def load_engine(config: ServerConfig) -> ScreeningEngine:
-    """Load everything and start the backend. Slow (weights); run it before serving traffic."""
+async def load_engine(config: ServerConfig, *, offline: bool = False) -> ScreeningEngine:
+    """Load everything and start the backend. Slow (weights); run it before serving traffic.
+
+    offline: the engine screens in bulk in this process (screen --local, Ray, eval) rather
+    than behind a server; vLLM then takes its offline defaults for the engine step.
+    """
     import asyncio
 
     # Fail before loading anything when the asked-for engine is not installed.
@@ -65,7 +69,7 @@ async def load_engine(config: ServerConfig) -> ScreeningEngine:
     widest = max(
         LabelTrie(seqs.labels).max_branching, LabelTrie(seqs.categories).max_branching if seqs.categories else 0
     )
-    backend = build_backend(config, pad_token_id=int(pad), max_logprobs=max(20, widest))
+    backend = build_backend(config, pad_token_id=int(pad), max_logprobs=max(20, widest), offline=offline)
     settings = config.screening_settings()
     await backend.start()
     try:

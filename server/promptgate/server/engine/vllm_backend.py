@@ -49,6 +49,44 @@ class VllmSettings:
     # Tokens per KV-cache block. Prefix caching reuses whole blocks only, so a shared system
     # prompt shorter than one block is never reused; None takes vLLM's default (128 on CPU).
     block_size: int | None = None
+    # Bulk screening in this process (screen --local, Ray, eval) rather than a server: vLLM's
+    # offline defaults for the engine step (see VllmBackend.start).
+    offline: bool = False
+
+
+def engine_kwargs(settings: VllmSettings, device: str, model: str) -> dict[str, Any]:
+    """vLLM's engine arguments for `settings` on `device` (the benchmarks give the vLLM peers these too).
+
+    Scoring: logprobs of the processed logits (masked to the allowed ids, then log-softmax),
+    so only the label tokens' normalized logprobs leave the engine. The shared system prompt
+    is computed once and reused by every query (prefix caching).
+    """
+    s = settings
+    kv_gib, block_size = s.kv_cache_memory_gib, s.block_size
+    if device == "cpu":
+        kv_gib = 2.0 if kv_gib is None else kv_gib
+        # vLLM's CPU default of 128-token blocks is longer than the shared system prompt,
+        # so the prefix cache never reuses it; 32 (the smallest the CPU kernel takes)
+        # took the hit share on test.jsonl from 7.7% to 33.1% and FAST from 415 to 448 q/s
+        # (python -m bench.prefix_cache). GPUs default to 16 already.
+        block_size = 32 if block_size is None else block_size
+    return {
+        "model": model,
+        "dtype": s.dtype,
+        "max_model_len": s.max_model_len,
+        "max_num_batched_tokens": s.max_num_batched_tokens,
+        "max_num_seqs": s.max_num_seqs,
+        "gpu_memory_utilization": s.gpu_memory_utilization,
+        "tensor_parallel_size": s.tensor_parallel_size,
+        "data_parallel_size": s.data_parallel_size,
+        "enforce_eager": s.enforce_eager,
+        "kv_cache_memory_bytes": int(kv_gib * 2**30) if kv_gib is not None else None,
+        "enable_prefix_caching": True,
+        "block_size": block_size,
+        "logprobs_mode": "processed_logprobs",
+        "max_logprobs": s.max_logprobs,
+        "disable_log_stats": True,
+    }
 
 
 class VllmBackend:
@@ -64,6 +102,7 @@ class VllmBackend:
         self.dtype = settings.dtype
         self.max_model_len = settings.max_model_len or 0
         self._engine: Any = None
+        self._api = _VllmApi()
         self._ids = itertools.count()
         # Called with the batch size each new request sees (metrics); None: not observed.
         self.on_batch: Callable[[int], None] | None = None
@@ -76,40 +115,18 @@ class VllmBackend:
     async def start(self) -> None:
         from vllm.engine.arg_utils import AsyncEngineArgs
         from vllm.platforms import current_platform
+        from vllm.usage.usage_lib import UsageContext
         from vllm.v1.engine.async_llm import AsyncLLM
 
-        s = self.settings
         self.device = str(current_platform.device_type)
-        kv_bytes = s.kv_cache_memory_gib
-        block_size = s.block_size
-        if self.device == "cpu":
-            kv_bytes = 2.0 if kv_bytes is None else kv_bytes
-            # vLLM's CPU default of 128-token blocks is longer than the shared system prompt,
-            # so the prefix cache never reuses it; 32 (the smallest the CPU kernel takes)
-            # took the hit share on test.jsonl from 7.7% to 33.1% and FAST from 415 to 448 q/s
-            # (python -m bench.prefix_cache). GPUs default to 16 already.
-            block_size = 32 if block_size is None else block_size
-        args = AsyncEngineArgs(
-            model=self.model_path,
-            dtype=s.dtype,
-            max_model_len=s.max_model_len,
-            max_num_batched_tokens=s.max_num_batched_tokens,
-            max_num_seqs=s.max_num_seqs,
-            gpu_memory_utilization=s.gpu_memory_utilization,
-            tensor_parallel_size=s.tensor_parallel_size,
-            data_parallel_size=s.data_parallel_size,
-            enforce_eager=s.enforce_eager,
-            kv_cache_memory_bytes=int(kv_bytes * 2**30) if kv_bytes is not None else None,
-            # The shared system prompt is computed once and reused by every query.
-            enable_prefix_caching=True,
-            block_size=block_size,
-            logprobs_mode="processed_logprobs",
-            max_logprobs=s.max_logprobs,
-            disable_log_stats=True,
-        )
+        args = AsyncEngineArgs(**engine_kwargs(self.settings, self.device, self.model_path))
+        # vLLM's defaults for the engine step (tokens and sequences per step) depend on who
+        # runs it: its OpenAI server's for a server, its offline `LLM` class's (larger steps)
+        # for bulk screening, so each matches the vLLM peer it is compared with.
+        usage = UsageContext.LLM_CLASS if self.settings.offline else UsageContext.OPENAI_API_SERVER
         # Construction starts the engine-core process and blocks until the model is
         # loaded: keep it off the event loop so health and UNAVAILABLE keep answering.
-        self._engine = await asyncio.to_thread(AsyncLLM.from_engine_args, args)
+        self._engine = await asyncio.to_thread(AsyncLLM.from_engine_args, args, usage_context=usage)
         config = self._engine.model_config
         self.max_model_len = int(config.max_model_len)
         self.dtype = str(config.dtype).removeprefix("torch.")
@@ -140,9 +157,7 @@ class VllmBackend:
     # -- primitives --------------------------------------------------------------------
 
     async def score_next(self, prompt_ids: Sequence[int], allowed_ids: Sequence[int]) -> list[float]:
-        from vllm import SamplingParams
-
-        params = SamplingParams(
+        params = self._api.params(
             max_tokens=1,
             temperature=0.0,
             allowed_token_ids=list(allowed_ids),
@@ -158,14 +173,15 @@ class VllmBackend:
         return [p / total for p in probs]
 
     async def generate(self, prompt_ids: Sequence[int], max_new_tokens: int, stop_ids: Sequence[int]) -> Generation:
-        from vllm import SamplingParams
-
-        params = SamplingParams(
+        params = self._api.params(
             max_tokens=max_new_tokens,
             temperature=0.0,
             stop_token_ids=list(stop_ids),
             ignore_eos=True,
             detokenize=False,
+            # Streamed only to see when the first token came: the first output and the final
+            # one, not one output (and one wake-up here) per token.
+            **self._api.first_and_final(max_new_tokens),
         )
         output, first_token_at = await self._run(prompt_ids, params, stream=True)
         tokens = list(output.token_ids)
@@ -179,14 +195,10 @@ class VllmBackend:
         `stream`: take cumulative outputs as tokens come, to see when the first one came.
         Returns the final completion and that time (time.perf_counter(); None unless stream).
         """
-        from vllm.exceptions import VLLMValidationError
-        from vllm.inputs import tokens_input
-        from vllm.sampling_params import RequestOutputKind
-        from vllm.v1.engine.exceptions import EngineDeadError
-
         if self._engine is None:
             raise NotReady("the engine is not started")
-        params.output_kind = RequestOutputKind.CUMULATIVE if stream else RequestOutputKind.FINAL_ONLY
+        api = self._api
+        params.output_kind = api.CUMULATIVE if stream else api.FINAL_ONLY
         if self.on_batch is not None:
             # vLLM's scheduler forms the steps: the requests this one joins are its batch.
             self.on_batch(self._engine.output_processor.get_num_unfinished_requests() + 1)
@@ -194,16 +206,47 @@ class VllmBackend:
         first_token_at: float | None = None
         try:
             # Cancelling this coroutine cancels the iteration, and vLLM aborts the request.
-            async for output in self._engine.generate(tokens_input(list(prompt_ids)), params, f"pg-{next(self._ids)}"):
+            prompt = api.tokens_input(list(prompt_ids))
+            async for output in self._engine.generate(prompt, params, f"pg-{next(self._ids)}"):
                 final = output
                 if first_token_at is None and stream and output.outputs and output.outputs[0].token_ids:
                     first_token_at = time.perf_counter()
-        except EngineDeadError as exc:
+        except api.EngineDeadError as exc:
             raise NotReady("the vLLM engine has stopped") from exc
-        except VLLMValidationError as exc:
+        except api.VLLMValidationError as exc:
             raise InvalidInput(str(exc)) from exc
         if final is None or not final.outputs or final.outputs[0].finish_reason == "abort":
             raise NotReady("the vLLM engine dropped the request")
         self.prompt_tokens += len(prompt_ids)
         self.cached_tokens += final.num_cached_tokens or 0
         return final.outputs[0], first_token_at
+
+
+class _VllmApi:
+    """The vLLM names each request uses, imported once (`from vllm import X` in a hot path runs
+    vLLM's lazy module `__getattr__` on every call)."""
+
+    def __init__(self) -> None:
+        from vllm import SamplingParams
+        from vllm.exceptions import VLLMValidationError
+        from vllm.inputs import tokens_input
+        from vllm.sampling_params import RequestOutputKind
+        from vllm.v1.engine.exceptions import EngineDeadError
+
+        self.tokens_input = tokens_input
+        self.FINAL_ONLY, self.CUMULATIVE = RequestOutputKind.FINAL_ONLY, RequestOutputKind.CUMULATIVE
+        self.EngineDeadError, self.VLLMValidationError = EngineDeadError, VLLMValidationError
+        self._params = SamplingParams
+        # Each request's parameters are made fresh and never shared, so vLLM may take a
+        # shallow copy of them (as its OpenAI server does) instead of a deep copy per request.
+        fields = getattr(SamplingParams, "__struct_fields__", ())
+        self._fresh = {"skip_clone": True} if "skip_clone" in fields else {}
+        self._stream_interval = "stream_interval" in fields
+
+    def params(self, **kwargs: Any) -> Any:
+        return self._params(**kwargs, **self._fresh)
+
+    def first_and_final(self, max_tokens: int) -> dict[str, Any]:
+        """Streaming arguments for only the first token's output and the final one (where vLLM
+        has `stream_interval`: it always sends the first token, then every interval, and the end)."""
+        return {"stream_interval": max(1, max_tokens)} if self._stream_interval else {}

@@ -242,7 +242,7 @@ async def run_evaluation_async(
     say = progress or (lambda _message: None)
     say(f"loading {config.model} ({config.engine} engine)")
     started = time.monotonic()
-    screening = await Screening.load(config)
+    screening = await Screening.load(config, offline=True)
     try:
         engine = screening.describe().engine
         say(f"loaded in {time.monotonic() - started:.1f} s: {engine.name} on {engine.device}")

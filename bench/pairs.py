@@ -1,0 +1,117 @@
+"""The target pairs, measured in alternation: `python -m bench.pairs [--rounds 3] [--out FILE]`.
+
+promptgate (vLLM engine) and the expert `vllm serve` (bench.__main__'s setup: the same engine
+arguments) are both started, and each pair's two sides run one after the other, --rounds
+times (ABAB...), so a change in the machine's load falls on both sides alike. An idle server
+uses no CPU. Pairs: FAST Classify x 64 / unary completions x 64; ClassifyBatch and
+ClassifyStream / batch completions (256 per request); REASONED and AUTO Classify x 64 /
+completions x 64. Then the bulk pair, screen --local / LLM.generate, on unique queries and on
+the Zipf log (bench.bulk), alternated the same way. Prints and writes every run, each round's
+ratio and the median ratio, with the load average around each round.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from bench.__main__ import engine_settings, load
+from bench._util import serving, tokenizer_corpus, vllm_serve
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--queries", type=int, default=600)
+    parser.add_argument("--reasoned-queries", type=int, default=120)
+    parser.add_argument("--rationale-tokens", type=int, default=32)
+    parser.add_argument("--dtype", default="float32")
+    parser.add_argument("--max-model-len", type=int, default=8192)
+    parser.add_argument("--enforce-eager", action=argparse.BooleanOptionalAction, default=True)
+    parser.add_argument("--max-num-batched-tokens", type=int)
+    parser.add_argument("--max-num-seqs", type=int)
+    parser.add_argument("--no-bulk", action="store_true")
+    parser.add_argument("--out", type=Path)
+    args = parser.parse_args()
+    work = Path(tempfile.mkdtemp(prefix="promptgate-pairs-"))
+    model = args.model
+    if model is None:
+        from promptgate.trainer.tiny_model import build_tiny_model
+
+        model = str(build_tiny_model(work / "tiny", profile="narasimha-b", corpus_files=tokenizer_corpus()))
+    pg_engine, serve_engine = engine_settings(args)
+    flags = ["--engine", "vllm", "--max-rationale-tokens", str(args.rationale_tokens), "--max-text-chars", "4000",
+             "--result-cache-size", "off", *pg_engine]  # fmt: skip
+    common = {"model": model, "model_dir": model, "variant": "expert", "rationale_tokens": args.rationale_tokens}
+    n, nr = args.queries, args.reasoned_queries
+    pairs: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
+        "fast Classify x64 / completions x64": ({"queries": n, "concurrency": 64}, {"queries": n, "concurrency": 64}),
+        "fast Classify x64 / completions x64 (pretokenized)": (
+            {"queries": n, "concurrency": 64}, {"queries": n, "concurrency": 64, "pretokenized": True}),
+        "ClassifyBatch / batch completions": ({"queries": n, "rpc": "batch"}, {"queries": n, "rpc": "batch"}),
+        "ClassifyStream / batch completions": ({"queries": n, "rpc": "stream"}, {"queries": n, "rpc": "batch"}),
+        "ClassifyBatch / batch completions (pretokenized)": (
+            {"queries": n, "rpc": "batch"}, {"queries": n, "rpc": "batch", "pretokenized": True}),
+        "reasoned Classify x64 / completions x64": (reasoned := {"queries": nr, "concurrency": 64, "mode": "reasoned"},
+                                                    reasoned),
+        "auto Classify x64 / completions x64": (auto := {"queries": nr, "concurrency": 64, "mode": "auto"}, auto),
+    }  # fmt: skip
+    report: dict[str, Any] = {"model": model, "cpu_count": os.cpu_count(), "rounds": args.rounds, "pairs": {}}
+
+    def summarize(name: str, runs: list[dict[str, Any]]) -> None:
+        ratios = [r["ratio"] for r in runs]
+        report["pairs"][name] = {"runs": runs, "median_ratio": round(statistics.median(ratios), 3),
+                                 "min_ratio": min(ratios), "max_ratio": max(ratios)}  # fmt: skip
+        print(json.dumps({name: {k: v for k, v in report["pairs"][name].items() if k != "runs"}}), flush=True)
+
+    with serving(model, flags) as (target, _), vllm_serve(model, expert=True, engine=serve_engine) as url:
+        # Warm both engines up on every step shape a run meets (the first steps of a new shape
+        # are slower on CPU), so neither side's first round pays for it.
+        for _ in range(2):
+            load("promptgate", target, queries=n, concurrency=64)
+            load("promptgate", target, queries=n, rpc="batch")
+            load("openai", url, queries=n, concurrency=64, **common)
+            load("openai", url, queries=n, rpc="batch", **common)
+        for name, (ours, theirs) in pairs.items():
+            runs = []
+            for _ in range(args.rounds):
+                before = os.getloadavg()[0]
+                a = load("promptgate", target, **ours)
+                b = load("openai", url, **theirs, **common)
+                ratio = round(a["qps"] / b["qps"], 3)
+                runs.append({"promptgate_qps": a["qps"], "vllm_serve_qps": b["qps"], "ratio": ratio,
+                             "promptgate_client_cpu_ms_per_query": a.get("client_cpu_ms_per_query"),
+                             "vllm_serve_client_cpu_ms_per_query": b.get("client_cpu_ms_per_query"),
+                             "load_before": round(before, 2), "load_after": round(os.getloadavg()[0], 2)})  # fmt: skip
+            summarize(name, runs)
+    if not args.no_bulk:
+        from bench.bulk import run_pairs
+
+        for name in ("unique", "zipf"):
+            runs = []
+            for k in range(args.rounds):
+                before = os.getloadavg()[0]
+                sizes = {"unique": 1517, "zipf": 0} if name == "unique" else {"unique": 0, "zipf": 2000}
+                run = run_pairs(model, args, **sizes, work=work / f"bulk-{name}-{k}")
+                r = run[name]
+                runs.append({"screen_local_rows_per_s": r["screen_local_rows_per_s"],
+                             "llm_generate_rows_per_s": r["llm_generate_rows_per_s"], "ratio": r["ratio"],
+                             "duplicate_share": r["duplicate_share"], "agreement": r["agreement"],
+                             "load_before": round(before, 2), "load_after": round(os.getloadavg()[0], 2)})  # fmt: skip
+            summarize(f"screen --local / LLM.generate, {name}", runs)
+    text = json.dumps(report, indent=1)
+    if args.out:
+        args.out.write_text(text + "\n")
+    print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
