@@ -16,6 +16,7 @@ same import name and the same AsyncLLM API. Verified against both versions' sour
 from __future__ import annotations
 
 import asyncio
+import functools
 import itertools
 import math
 import time
@@ -157,13 +158,7 @@ class VllmBackend:
     # -- primitives --------------------------------------------------------------------
 
     async def score_next(self, prompt_ids: Sequence[int], allowed_ids: Sequence[int]) -> list[float]:
-        params = self._api.params(
-            max_tokens=1,
-            temperature=0.0,
-            allowed_token_ids=list(allowed_ids),
-            logprobs=len(allowed_ids),
-            detokenize=False,
-        )
+        params = self._api.score_params(tuple(allowed_ids))
         output, _ = await self._run(prompt_ids, params)
         logprobs = output.logprobs[0]
         probs = [math.exp(logprobs[t].logprob) if t in logprobs else 0.0 for t in allowed_ids]
@@ -173,16 +168,7 @@ class VllmBackend:
         return [p / total for p in probs]
 
     async def generate(self, prompt_ids: Sequence[int], max_new_tokens: int, stop_ids: Sequence[int]) -> Generation:
-        params = self._api.params(
-            max_tokens=max_new_tokens,
-            temperature=0.0,
-            stop_token_ids=list(stop_ids),
-            ignore_eos=True,
-            detokenize=False,
-            # Streamed only to see when the first token came: the first output and the final
-            # one, not one output (and one wake-up here) per token.
-            **self._api.first_and_final(max_new_tokens),
-        )
+        params = self._api.generate_params(max_new_tokens, tuple(stop_ids))
         output, first_token_at = await self._run(prompt_ids, params, stream=True)
         tokens = list(output.token_ids)
         if tokens and tokens[-1] in stop_ids:
@@ -192,13 +178,12 @@ class VllmBackend:
     async def _run(self, prompt_ids: Sequence[int], params: Any, stream: bool = False) -> tuple[Any, float | None]:
         """One request's lifecycle: submit, wait for the final output, abort if cancelled.
 
-        `stream`: take cumulative outputs as tokens come, to see when the first one came.
+        `stream`: `params` ask for cumulative outputs as tokens come, to see when the first one came.
         Returns the final completion and that time (time.perf_counter(); None unless stream).
         """
         if self._engine is None:
             raise NotReady("the engine is not started")
         api = self._api
-        params.output_kind = api.CUMULATIVE if stream else api.FINAL_ONLY
         if self.on_batch is not None:
             # vLLM's scheduler forms the steps: the requests this one joins are its batch.
             self.on_batch(self._engine.output_processor.get_num_unfinished_requests() + 1)
@@ -224,7 +209,17 @@ class VllmBackend:
 
 class _VllmApi:
     """The vLLM names each request uses, imported once (`from vllm import X` in a hot path runs
-    vLLM's lazy module `__getattr__` on every call)."""
+    vLLM's lazy module `__getattr__` on every call), and the requests' sampling parameters.
+
+    Every request of one shape (the same allowed tokens to score, or the same rationale bound
+    and stop tokens) shares one `SamplingParams`, built once. Building one per request cost a
+    third of the server's CPU under load (bench.profile serve: `SamplingParams.__post_init__`
+    validates every field and reads vLLM's environment variables through `vllm.envs` each
+    time). Sharing is what vLLM's input processor provides for: it copies the parameters
+    before it resolves anything on them ("`params` may be shared across prompts, requests and
+    even engines by the caller"), a shallow copy when `skip_clone` is set, and nothing here
+    changes them after they are built.
+    """
 
     def __init__(self) -> None:
         from vllm import SamplingParams
@@ -237,16 +232,43 @@ class _VllmApi:
         self.FINAL_ONLY, self.CUMULATIVE = RequestOutputKind.FINAL_ONLY, RequestOutputKind.CUMULATIVE
         self.EngineDeadError, self.VLLMValidationError = EngineDeadError, VLLMValidationError
         self._params = SamplingParams
-        # Each request's parameters are made fresh and never shared, so vLLM may take a
-        # shallow copy of them (as its OpenAI server does) instead of a deep copy per request.
+        # The shared parameters are never changed, so vLLM may take a shallow copy of them
+        # (as its OpenAI server does) instead of a deep copy per request.
         fields = getattr(SamplingParams, "__struct_fields__", ())
         self._fresh = {"skip_clone": True} if "skip_clone" in fields else {}
         self._stream_interval = "stream_interval" in fields
+        # Bounded: the label sets are few, but a rationale bound may come with each request.
+        self.score_params = functools.lru_cache(maxsize=64)(self._score_params)
+        self.generate_params = functools.lru_cache(maxsize=64)(self._generate_params)
 
-    def params(self, **kwargs: Any) -> Any:
-        return self._params(**kwargs, **self._fresh)
+    def _score_params(self, allowed_ids: tuple[int, ...]) -> Any:
+        """One token, only `allowed_ids` possible, their normalized logprobs returned."""
+        return self._params(
+            max_tokens=1,
+            temperature=0.0,
+            allowed_token_ids=list(allowed_ids),
+            logprobs=len(allowed_ids),
+            detokenize=False,
+            output_kind=self.FINAL_ONLY,
+            **self._fresh,
+        )
 
-    def first_and_final(self, max_tokens: int) -> dict[str, Any]:
+    def _generate_params(self, max_tokens: int, stop_ids: tuple[int, ...]) -> Any:
+        """Greedy up to `max_tokens`, ended by `stop_ids` only (not EOS)."""
+        return self._params(
+            max_tokens=max_tokens,
+            temperature=0.0,
+            stop_token_ids=list(stop_ids),
+            ignore_eos=True,
+            detokenize=False,
+            # Streamed only to see when the first token came: the first output and the final
+            # one, not one output (and one wake-up here) per token.
+            output_kind=self.CUMULATIVE,
+            **self._first_and_final(max_tokens),
+            **self._fresh,
+        )
+
+    def _first_and_final(self, max_tokens: int) -> dict[str, Any]:
         """Streaming arguments for only the first token's output and the final one (where vLLM
         has `stream_interval`: it always sends the first token, then every interval, and the end)."""
         return {"stream_interval": max(1, max_tokens)} if self._stream_interval else {}
