@@ -34,7 +34,16 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from bench._util import REPO, free_port, last_json, serving, tokenizer_corpus, vllm_serve
+from bench._util import (
+    REPO,
+    add_engine_arguments,
+    engine_config,
+    free_port,
+    last_json,
+    serving,
+    tokenizer_corpus,
+    vllm_serve,
+)
 
 SEED_HUB_ID = "sarthakrastogi/narasimha-b-0.6b"
 
@@ -87,16 +96,9 @@ def engine_settings(args: argparse.Namespace) -> tuple[list[str], list[str]]:
     """
     from vllm.platforms import current_platform
 
-    from promptgate.server import ServerConfig
     from promptgate.server.engine.vllm_backend import engine_kwargs
 
-    config = ServerConfig(
-        dtype=args.dtype,
-        max_model_len=args.max_model_len,
-        enforce_eager=args.enforce_eager,
-        max_num_batched_tokens=args.max_num_batched_tokens,
-        max_num_seqs=args.max_num_seqs,
-    )
+    config = engine_config(args)
     promptgate = ["--dtype", args.dtype, "--max-model-len", str(args.max_model_len)]
     promptgate += ["--enforce-eager", str(args.enforce_eager).lower()]
     for flag in ("max_num_batched_tokens", "max_num_seqs"):
@@ -120,11 +122,7 @@ def main() -> int:
     parser.add_argument("--model", help="model directory (default: build the tiny model)")
     parser.add_argument("--quick", action="store_true", help="fewer queries and concurrency levels")
     parser.add_argument("--rationale-tokens", type=int, default=32)
-    parser.add_argument("--dtype", default="float32", help="both sides of every pair")
-    parser.add_argument("--max-model-len", type=int, default=8192)
-    parser.add_argument("--enforce-eager", action=argparse.BooleanOptionalAction, default=True)
-    parser.add_argument("--max-num-batched-tokens", type=int, help="both sides (default: vLLM's)")
-    parser.add_argument("--max-num-seqs", type=int, help="both sides (default: vLLM's)")
+    add_engine_arguments(parser)
     parser.add_argument(
         "--skip", nargs="*", default=[], choices=["transformers", "null", "naive", "seed", "bulk"],
         help="leave these systems out",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import json
 import os
@@ -12,6 +13,10 @@ import sys
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from promptgate.server import ServerConfig
 
 REPO = Path(__file__).resolve().parent.parent
 # test.jsonl (queries) and train.jsonl (the tiny tokenizer's corpus); PROMPTGATE_BENCH_DATA
@@ -117,6 +122,31 @@ def serving(model: str, flags: Sequence[str] = (), timeout: float = 900) -> Iter
             proc.wait(120)
         except subprocess.TimeoutExpired:
             proc.kill()
+
+
+def add_engine_arguments(parser: argparse.ArgumentParser) -> None:
+    """The engine settings both sides of every promptgate / vLLM pair run with (one set, so a
+    pair can never differ in them): float32, an 8,192-token context, eager mode on CPU, and
+    vLLM's own step sizes unless given."""
+    parser.add_argument("--dtype", default="float32", help="both sides of every pair")
+    parser.add_argument("--max-model-len", type=int, default=8192)
+    parser.add_argument("--enforce-eager", action=argparse.BooleanOptionalAction, default=True)
+    parser.add_argument("--max-num-batched-tokens", type=int, help="both sides (default: vLLM's)")
+    parser.add_argument("--max-num-seqs", type=int, help="both sides (default: vLLM's)")
+
+
+def engine_config(args: argparse.Namespace, **overrides: Any) -> ServerConfig:
+    """promptgate's settings for `add_engine_arguments`' flags (and any other settings given)."""
+    from promptgate.server import ServerConfig
+
+    return ServerConfig(
+        dtype=args.dtype,
+        max_model_len=args.max_model_len,
+        enforce_eager=args.enforce_eager,
+        max_num_batched_tokens=args.max_num_batched_tokens,
+        max_num_seqs=args.max_num_seqs,
+        **overrides,
+    )
 
 
 def cpu_engine_env() -> dict[str, str]:

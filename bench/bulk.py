@@ -25,7 +25,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from bench._util import REPO, cpu_engine_env, last_json, load_queries, tokenizer_corpus, zipf_log
+from bench._util import REPO, add_engine_arguments, cpu_engine_env, last_json, load_queries, tokenizer_corpus, zipf_log
 
 
 def write_input(path: Path, texts: list[str]) -> Path:
@@ -150,11 +150,7 @@ def main() -> int:
     parser.add_argument("--unique", type=int, default=1517, help="distinct queries (test.jsonl has 1,517)")
     parser.add_argument("--zipf", type=int, default=2000, help="rows of the duplicate-rate log; 0: none")
     parser.add_argument("--zipf-exponent", type=float, default=1.0)
-    parser.add_argument("--dtype", default="float32")
-    parser.add_argument("--max-model-len", type=int, default=8192)
-    parser.add_argument("--enforce-eager", action=argparse.BooleanOptionalAction, default=True)
-    parser.add_argument("--max-num-batched-tokens", type=int)
-    parser.add_argument("--max-num-seqs", type=int)
+    add_engine_arguments(parser)
     parser.add_argument("--no-cache-run", action="store_true", help="also screen each input with the cache off")
     parser.add_argument("--out", type=Path, help="write the report as JSON here too")
     args = parser.parse_args()

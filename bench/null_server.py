@@ -47,7 +47,10 @@ async def run(model: str, port: int) -> None:
 
     from promptgate.server.logs import configure_logging
 
-    config = ServerConfig(model=model, host="127.0.0.1", port=port, log_level="warning", metrics_port=None, result_cache_size=None)
+    # No result cache: every query goes down the path whose cost this measures.
+    config = ServerConfig(
+        model=model, host="127.0.0.1", port=port, log_level="warning", metrics_port=None, result_cache_size=None
+    )
     configure_logging(config.log_level)  # as `promptgate serve` does: no line per query at warning
     handle = create_server(config)
     await handle.start()

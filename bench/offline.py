@@ -22,7 +22,7 @@ import sys
 import time
 from pathlib import Path
 
-from bench._util import cpu_engine_env
+from bench._util import cpu_engine_env, engine_config
 
 
 def main() -> int:
@@ -47,17 +47,9 @@ def main() -> int:
     from vllm.platforms import current_platform
 
     from promptgate.profiles import PromptBuilder, Verdict, resolve_profile
-    from promptgate.server import ServerConfig
     from promptgate.server.engine.vllm_backend import engine_kwargs
 
-    config = ServerConfig(
-        model=args.model,
-        dtype=args.dtype,
-        max_model_len=args.max_model_len,
-        enforce_eager=args.enforce_eager,
-        max_num_batched_tokens=args.max_num_batched_tokens,
-        max_num_seqs=args.max_num_seqs,
-    )
+    config = engine_config(args, model=args.model)
     kwargs = engine_kwargs(config.vllm_settings(20, offline=True), str(current_platform.device_type), args.model)
     llm = LLM(**kwargs)
     sched = llm.llm_engine.vllm_config.scheduler_config

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.__main__ import engine_settings, load
-from bench._util import serving, tokenizer_corpus, vllm_serve
+from bench._util import add_engine_arguments, serving, tokenizer_corpus, vllm_serve
 
 
 def main() -> int:
@@ -32,11 +32,7 @@ def main() -> int:
     parser.add_argument("--queries", type=int, default=600)
     parser.add_argument("--reasoned-queries", type=int, default=120)
     parser.add_argument("--rationale-tokens", type=int, default=32)
-    parser.add_argument("--dtype", default="float32")
-    parser.add_argument("--max-model-len", type=int, default=8192)
-    parser.add_argument("--enforce-eager", action=argparse.BooleanOptionalAction, default=True)
-    parser.add_argument("--max-num-batched-tokens", type=int)
-    parser.add_argument("--max-num-seqs", type=int)
+    add_engine_arguments(parser)
     parser.add_argument("--no-bulk", action="store_true")
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
