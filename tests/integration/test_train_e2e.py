@@ -151,7 +151,14 @@ def test_export_is_complete(trained: Path) -> None:
     assert "| `val.jsonl` | fast |" in card
     assert "resumed from `checkpoint-" in card
     formats = [json.loads(line) for line in (trained / "data" / "formats.jsonl").read_text().splitlines()]
-    assert len(formats) == 240 and 0 < sum(f["format"] == "reasoned" for f in formats) < 240
+    # The 240 rows, then the recipe's obfuscated copies ("~family" after the original's id).
+    originals = [f for f in formats if "~" not in f["id"]]
+    copies = [f for f in formats if "~" in f["id"]]
+    assert len(originals) == 240 and 0 < sum(f["format"] == "reasoned" for f in originals) < 240
+    obfuscation = resolved["data"]["obfuscate"]
+    assert {f["id"].split("~")[1] for f in copies} == set(obfuscation["families"])
+    assert abs(len(copies) - obfuscation["share"] * 240) <= 2  # a share of each label, rounded
+    assert {f["id"].split("~")[0] for f in copies} <= {f["id"] for f in originals}
 
 
 def test_served_fast_verdicts_equal_the_evaluators(trained: Path, tmp_path: Path) -> None:
