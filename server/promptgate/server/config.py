@@ -16,14 +16,11 @@ import typing
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, TypeVar
+from typing import Annotated, Any, TypeVar
 
 from .canonicalize import CanonicalizeOptions
 from .domain import Mode
-
-if TYPE_CHECKING:
-    from .engine.base import ScreeningSettings
-    from .engine.vllm_backend import VllmSettings
+from .settings import ScreeningSettings, VllmSettings
 
 ENV_PREFIX = "PROMPTGATE_"
 DEFAULT_MODEL = "sarthakrastogi/narasimha-b-0.6b"
@@ -389,8 +386,6 @@ class ServerConfig:
 
     def screening_settings(self) -> ScreeningSettings:
         """The screening engine's settings (modes, threshold, limits)."""
-        from .engine.base import ScreeningSettings
-
         return self._settings(ScreeningSettings, default_mode=self.mode)
 
     def vllm_settings(self, max_logprobs: int, *, offline: bool = False) -> VllmSettings:
@@ -398,8 +393,6 @@ class ServerConfig:
 
         offline: for bulk screening in this process (screen --local, Ray, eval), not a server.
         """
-        from .engine.vllm_backend import VllmSettings
-
         return self._settings(VllmSettings, max_logprobs=max_logprobs, offline=offline)
 
     def transformers_options(self) -> dict[str, Any]:

