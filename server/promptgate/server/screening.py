@@ -459,8 +459,8 @@ class Screening:
         return _Prepared(read.mode, read.threshold, text, docs, read.documents)
 
     async def _prepare(self, queries: Sequence[Query]) -> list[_Prepared | _Known | Exception]:
-        """`_prepare_all`, in a worker thread when the texts are long enough to stall the event loop;
-        exact repeats of texts the result cache remembers reading are not read again."""
+        """Every query read (`_read_all`), except exact repeats of texts the result cache remembers
+        reading, which are not read again."""
         keys = [self._text_key(q) for q in queries]
         out: list[_Prepared | _Known | Exception | None] = [None] * len(queries)
         unread = []
@@ -471,15 +471,18 @@ class Screening:
             else:
                 unread.append(i)
         if unread:
-            todo = [queries[i] for i in unread]
-            size = sum(len(q.text) + sum(len(d.content) for d in q.documents) for q in todo)
-            prepared = await asyncio.to_thread(self._prepare_all, todo) if size > _INLINE_TOKENIZE_CHARS else (
-                self._prepare_all(todo)
-            )  # fmt: skip
+            prepared = await self._read_all([queries[i] for i in unread])
             for i, p in zip(unread, prepared, strict=True):
                 key = keys[i]
                 out[i] = dataclasses.replace(p, text_key=key[0]) if isinstance(p, _Prepared) and key else p
         return out  # type: ignore[return-value]
+
+    async def _read_all(self, queries: Sequence[Query]) -> list[_Prepared | Exception]:
+        """`_prepare_all`, in a worker thread when the texts are long enough to stall the event loop."""
+        size = sum(len(q.text) + sum(len(d.content) for d in q.documents) for q in queries)
+        if size > _INLINE_TOKENIZE_CHARS:
+            return await asyncio.to_thread(self._prepare_all, queries)
+        return self._prepare_all(queries)
 
     def _text_key(self, query: Query) -> tuple[bytes, Mode, float] | None:
         """The result cache's key of a query's text as sent (text-only queries), with its mode and threshold."""
@@ -513,7 +516,7 @@ class Screening:
             answer = self._known(prepared)
             if answer is not None:
                 return answer
-            read = self._prepare_all([prepared.query])[0]  # its entry was evicted: read it again
+            (read,) = await self._read_all([prepared.query])  # its entry was evicted: read it again
             if isinstance(read, Exception):
                 raise read
             prepared = dataclasses.replace(read, text_key=prepared.text_key)
