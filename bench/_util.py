@@ -166,7 +166,8 @@ def vllm_serve_command(model: str, port: int, *, expert: bool, engine: Sequence[
 
     expert: set up as someone who knows vLLM would for scoring, with the engine settings
     promptgate's vLLM engine uses (`engine`: dtype, block size, context, eager, step sizes):
-    logprobs of the processed (masked) logits, prefix caching, no access log per request.
+    logprobs of the processed (masked) logits, prefix caching, no tokenizer in the server (token
+    ids in and out), no access log per request.
     Otherwise vLLM's defaults apart from the context and dtype (the naive peer).
     """
     cmd = [
@@ -175,8 +176,10 @@ def vllm_serve_command(model: str, port: int, *, expert: bool, engine: Sequence[
         *engine,
     ]  # fmt: skip
     if expert:
+        # Prompts go in and answers come back as token ids, so the server needs no tokenizer
+        # and detokenizes nothing (promptgate's engine asks vLLM for no text either).
         cmd += [
-            "--logprobs-mode", "processed_logprobs", "--enable-prefix-caching",
+            "--logprobs-mode", "processed_logprobs", "--enable-prefix-caching", "--skip-tokenizer-init",
             "--disable-uvicorn-access-log", "--uvicorn-log-level", "warning",
         ]  # fmt: skip
     return cmd

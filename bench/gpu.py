@@ -11,7 +11,8 @@ stopped by the time budget keeps what it measured, and says which steps it skipp
 2. `promptgate serve --engine vllm`: FAST, REASONED and AUTO via Classify at --concurrency
    callers, FAST via ClassifyBatch;
 3. the expert `vllm serve` with the same engine arguments (bench.__main__.engine_settings):
-   the same modes as completions of token-id prompts, and FAST as batch completions; with
+   the same modes as completions of token-id prompts (tokenized before the clock starts), and
+   FAST as batch completions; with
    --api-servers N > 1 also with N API server processes (`--api-server-count`), the way an
    expert scales vLLM's frontend on a many-core host.
 
@@ -157,7 +158,9 @@ def main() -> int:
                                                            rpc="batch"))  # fmt: skip
     else:
         report["skipped"].append("promptgate")
-    common = {"model": model, "model_dir": model, "variant": "expert", "rationale_tokens": rationale_tokens}
+    # Pretokenized: on a GPU the load generator's tokenizing would limit the peer before its server does.
+    common = {"model": model, "model_dir": model, "variant": "expert", "rationale_tokens": rationale_tokens,
+              "pretokenized": True}  # fmt: skip
     for servers in api_servers:
         label = "vllm-serve-expert" + (f" x{servers} API servers" if servers > 1 else "")
         if budget.left() < 120:

@@ -162,9 +162,6 @@ class ExpertPrompts:
     def prompt(self, text: str) -> list[int]:
         return self.builder.fast_prompt(self.builder.encode_text(text))
 
-    def prompts(self, texts: list[str]) -> list[list[int]]:
-        return [self.builder.fast_prompt(ids) for ids in self.text_ids(texts)]
-
     def score_body(self, model: str, prompt: list[int] | list[list[int]]) -> dict[str, Any]:
         return {
             "model": model,
