@@ -83,6 +83,9 @@ def _report(
         # The load generator's own CPU while the clock ran (it shares the machine with the server).
         **({"client_cpu_ms_per_query": round(1000 * cpu_s / n, 3)} if cpu_s is not None and n else {}),
         "seconds": round(elapsed, 3),
+        # Wall-clock end of the timed run: runs in several processes at once are timed from the
+        # first one's start (ended_at - seconds) to the last one's end.
+        "ended_at": time.time(),
         "qps": round(n / elapsed, 2),
         "p50_ms": _pct(latencies, 0.5),
         "p90_ms": _pct(latencies, 0.9),
