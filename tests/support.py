@@ -168,3 +168,12 @@ def scrape(where: int | BackgroundServer) -> Samples:
         for family in text_string_to_metric_families(text)
         for s in family.samples
     }
+
+
+def word_tokens(text: str) -> tuple[list[int], list[tuple[int, int]]]:
+    """A stand-in tokenizer with the serving encoder's shape (`encode_text_with_offsets`): a
+    token per word or run of spaces, with its characters."""
+    import re
+
+    spans = [m.span() for m in re.finditer(r"\S+|\s+", text)]
+    return list(range(len(spans))), spans

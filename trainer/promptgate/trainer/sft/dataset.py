@@ -39,6 +39,7 @@ if TYPE_CHECKING:
     from datasets import Dataset
 
     from promptgate.server.canonicalize import CanonicalizeOptions
+    from promptgate.trainer.composites import Encoder
 
 __all__ = [
     "DataFiles",
@@ -83,7 +84,8 @@ class TrainingRow:
     label: str  # 'malicious' or 'benign'
     category: str | None
     rationale: str | None
-    # An obfuscated copy: the family (promptgate.trainer.obfuscate) and the id of its original.
+    # An obfuscated copy: the family (promptgate.trainer.obfuscate) and the id of its original;
+    # a window piece with an attack inside (`add_composites`): the attack's id.
     obfuscation: str | None = None
     copy_of: str | None = None
     # What canonicalization found in the text (its signals), once it has run.
@@ -214,11 +216,14 @@ def add_obfuscated_copies(
 
 
 def add_composites(
-    rows: Sequence[TrainingRow], *, share: float, min_chars: int, max_chars: int, seed: int
+    rows: Sequence[TrainingRow], *, share: float, window_tokens: int, encode: Encoder, seed: int
 ) -> list[TrainingRow]:
-    """`rows`, then composites of them: `share` of the malicious rows each buried in benign rows,
-    and as many all-benign composites of the same lengths (`promptgate.trainer.composites`)."""
-    from promptgate.trainer.composites import compose
+    """`rows`, then window pieces of them (`promptgate.trainer.composites.window_piece`): for
+    `share` of the malicious rows, drawn from those that fit a window, one piece of benign rows
+    cut at token boundaries with the row whole inside (label malicious, the row's category);
+    and as many pieces of benign rows alone (label benign), each at most `window_tokens`
+    tokens, so the model learns the windows a long document is screened as."""
+    from promptgate.trainer.composites import window_piece
 
     rng = random.Random(seed)
     benign = [r for r in rows if r.label == "benign" and r.copy_of is None]
@@ -226,14 +231,19 @@ def add_composites(
     if len(benign) < 2 or not malicious:
         return list(rows)
     filler = [r.text for r in benign]
+    wanted = round(share * len(malicious))
     added: list[TrainingRow] = []
-    for k, attack in enumerate(rng.sample(malicious, round(share * len(malicious)))):
-        length = rng.randint(min_chars, max_chars)
-        text, _ = compose(filler, attack.text, length, rng)
+    for attack in rng.sample(malicious, len(malicious)):
+        if len(added) >= 2 * wanted:
+            break
+        piece = window_piece(filler, attack.text, window_tokens, encode, rng)
+        if piece is None:  # the attack alone fills the window: the row itself is that window
+            continue
+        text, _ = piece
         added.append(TrainingRow(f"{attack.id}~buried", text, "malicious", attack.category, None, copy_of=attack.id))
-        inner = rng.choice(benign)
-        clean, _ = compose(filler, inner.text, length, rng)
-        added.append(TrainingRow(f"{inner.id}~filler{k}", clean, "benign", None, None, copy_of=inner.id))
+        clean = window_piece(filler, None, window_tokens, encode, rng)
+        assert clean is not None  # filler alone always fits
+        added.append(TrainingRow(f"window-piece-{len(added)}", clean[0], "benign", None, None))
     return [*rows, *added]
 
 

@@ -142,18 +142,19 @@ class ObfuscateSection:
 
 @dataclass(frozen=True)
 class CompositesSection:
-    """Long-input examples in the shape the windowed server shows the model, added to training.
+    """Window pieces of long inputs, the shape the windowed server shows the model, added to training.
 
-    For `share` of the malicious training rows, one composite: the row buried at a random
-    point in `min_chars` to `max_chars` characters of benign training rows (label malicious,
-    the row's category); and as many all-benign composites of the same lengths (label
-    benign), so length alone says nothing. Sized like one screening window, so the whole
-    composite fits `data.max_text_tokens` and nothing is cut away. FAST format (no rationale).
+    A long document is screened as windows of tokens that start and end anywhere in it. For
+    `share` of the malicious training rows (drawn from those that fit a window), one piece:
+    benign training rows cut at token boundaries with the row whole at a random point inside
+    (label malicious, the row's category); and as many pieces of benign rows alone (label
+    benign). Each piece is at most `window_tokens` tokens (default: `data.max_text_tokens`), so
+    training's cut to its text budget never removes the attack. FAST format (no rationale).
+    Serve the model with `--window-tokens` of the same size.
     """
 
     share: float = 0.2
-    min_chars: int = 300
-    max_chars: int = 1000
+    window_tokens: int | None = None
     # Which rows and where they sit; defaults to the recipe's data seed.
     seed: int | None = None
 
@@ -475,9 +476,20 @@ def _check(recipe: Recipe) -> None:
         c = d.composites
         _require(0.0 < c.share <= 1.0, "data.composites.share", f"must be in (0, 1], got {c.share}")
         _require(
-            0 < c.min_chars <= c.max_chars,
-            "data.composites.min_chars",
-            f"must be positive and at most max_chars ({c.max_chars}), got {c.min_chars}",
+            c.window_tokens is not None or d.max_text_tokens is not None,
+            "data.composites.window_tokens",
+            "needs a size: set it or data.max_text_tokens",
+        )
+        _require(
+            c.window_tokens is None or c.window_tokens >= 16,
+            "data.composites.window_tokens",
+            f"must be at least 16, got {c.window_tokens}",
+        )
+        _require(
+            c.window_tokens is None or d.max_text_tokens is None or c.window_tokens <= d.max_text_tokens,
+            "data.composites.window_tokens",
+            f"must be at most data.max_text_tokens ({d.max_text_tokens}), or training cuts the pieces, "
+            f"got {c.window_tokens}",
         )
 
     t = recipe.training

@@ -466,14 +466,19 @@ def run_training(
     if d.composites is not None:
         c = d.composites
         before = len(train_rows)
+        window = c.window_tokens if c.window_tokens is not None else d.max_text_tokens
+        assert window is not None  # the recipe check requires one
         train_rows = add_composites(
             train_rows,
             share=c.share,
-            min_chars=c.min_chars,
-            max_chars=c.max_chars,
+            window_tokens=window,
+            encode=builder.encode_text_with_offsets,
             seed=seed if c.seed is None else c.seed,
         )
-        say(f"composites: {len(train_rows) - before} long-input examples added (attacks buried in benign rows)")
+        say(
+            f"composites: {len(train_rows) - before} window pieces of {window} tokens added "
+            "(half with an attack inside)"
+        )
     canonical_stats = None
     options = canonicalization_options(d.canonicalize)
     if options is not None:
