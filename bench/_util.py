@@ -1,9 +1,11 @@
-"""What the benchmarks share: queries, a free port, a server process that is SERVING."""
+"""What the benchmarks share: queries, a free port, a server process that is SERVING, and how
+closely two runs' answers agree."""
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import json
 import os
 import signal
@@ -65,6 +67,50 @@ def last_json(stdout: str) -> dict:
         if line.startswith("{"):
             return json.loads(line)
     raise ValueError(f"no JSON object in the output: {stdout[-2000:]}")
+
+
+def answered(*columns: Sequence[Any], strict: bool = False) -> list[tuple[Any, ...]]:
+    """The rows of `columns`, side by side, where the first two both have an answer (None: none)."""
+    return [row for row in zip(*columns, strict=strict) if row[0] is not None and row[1] is not None]
+
+
+def share_equal(pairs: Sequence[tuple[Any, ...]]) -> float:
+    """The share of `pairs` (not empty) whose first two sides are equal, to 4 places."""
+    return round(sum(p[0] == p[1] for p in pairs) / len(pairs), 4)
+
+
+@dataclasses.dataclass(frozen=True)
+class Agreement:
+    compared: int  # queries both runs gave a probability for
+    verdicts: float  # share of them on the same side of 0.5
+    max_abs_difference: float
+    max_abs_difference_where_unchanged: float  # 0.0 where none is unchanged
+    changed: int  # compared queries that `unchanged` marks False
+
+
+def compare_runs(
+    a: Sequence[float | None], b: Sequence[float | None], unchanged: Sequence[bool] | None = None, *,
+    strict: bool = False,
+) -> Agreement | None:  # fmt: skip
+    """How closely two runs' malicious probabilities over the same queries agree, where both gave
+    one (None where none did). `unchanged` marks the queries promptgate's canonicalization leaves
+    as they are (default: every one): there both sides read the same tokens. `strict`: the
+    lists must be as long as each other (zip's strict).
+
+    Each benchmark reports its own keys from this (bench.gpu, bench.bulk, bench.report).
+    """
+    flags = [True] * len(a) if unchanged is None else unchanged
+    rows = answered(a, b, flags, strict=strict)
+    if not rows:
+        return None
+    diffs = [(abs(x - y), same) for x, y, same in rows]
+    return Agreement(
+        compared=len(rows),
+        verdicts=share_equal([(x >= 0.5, y >= 0.5) for x, y, _ in rows]),
+        max_abs_difference=max(d for d, _ in diffs),
+        max_abs_difference_where_unchanged=max((d for d, same in diffs if same), default=0.0),
+        changed=sum(not same for _, same in diffs),
+    )
 
 
 def tokenizer_corpus() -> list[Path]:

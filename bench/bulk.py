@@ -25,7 +25,16 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from bench._util import REPO, add_engine_arguments, cpu_engine_env, last_json, load_queries, tokenizer_corpus, zipf_log
+from bench._util import (
+    REPO,
+    add_engine_arguments,
+    compare_runs,
+    cpu_engine_env,
+    last_json,
+    load_queries,
+    tokenizer_corpus,
+    zipf_log,
+)
 
 
 def write_input(path: Path, texts: list[str]) -> Path:
@@ -99,16 +108,15 @@ def agreement(a: list[float | None], b: list[float | None], texts: list[str]) ->
     """
     from promptgate.server.canonicalize import canonicalize
 
-    pairs = [(x, y, t) for x, y, t in zip(a, b, texts, strict=True) if x is not None and y is not None]
-    if not pairs:
+    found = compare_runs(a, b, [canonicalize(t).text == t for t in texts], strict=True)
+    if found is None:
         return {"compared": 0}
-    same = [abs(x - y) for x, y, t in pairs if canonicalize(t).text == t]
     return {
-        "compared": len(pairs),
-        "verdict_agreement": round(sum((x >= 0.5) == (y >= 0.5) for x, y, _ in pairs) / len(pairs), 4),
-        "max_abs_difference": max(abs(x - y) for x, y, _ in pairs),
-        "changed_by_canonicalization": len(pairs) - len(same),
-        "max_abs_difference_where_unchanged": max(same, default=0.0),
+        "compared": found.compared,
+        "verdict_agreement": found.verdicts,
+        "max_abs_difference": found.max_abs_difference,
+        "changed_by_canonicalization": found.changed,
+        "max_abs_difference_where_unchanged": found.max_abs_difference_where_unchanged,
     }
 
 

@@ -32,7 +32,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench._util import REPO, last_json, serving, tokenizer_corpus, vllm_serve
+from bench._util import REPO, compare_runs, last_json, serving, tokenizer_corpus, vllm_serve
 
 
 class Budget:
@@ -77,13 +77,13 @@ def load(system: str, target: str, processes: int, concurrency: int, queries: in
 
 
 def agreement(a: list[float | None], b: list[float | None]) -> dict[str, Any]:
-    pairs = [(x, y) for x, y in zip(a, b, strict=False) if x is not None and y is not None]
-    if not pairs:
+    found = compare_runs(a, b)
+    if found is None:
         return {"compared": 0}
     return {
-        "compared": len(pairs),
-        "verdicts": round(sum((x >= 0.5) == (y >= 0.5) for x, y in pairs) / len(pairs), 4),
-        "max_abs_difference": round(max(abs(x - y) for x, y in pairs), 6),
+        "compared": found.compared,
+        "verdicts": found.verdicts,
+        "max_abs_difference": round(found.max_abs_difference, 6),
     }
 
 

@@ -6,6 +6,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+from bench._util import answered, compare_runs, share_equal
+
 REFERENCE = ("promptgate-vllm", "fast", "Classify")
 EXPERT = "vllm-serve-expert"
 
@@ -13,20 +15,15 @@ EXPERT = "vllm-serve-expert"
 def _agreement(row: dict[str, Any], reference: dict[str, Any]) -> dict[str, Any] | None:
     """Verdict agreement, and the largest probability difference where both gave one: over all
     queries, and over those promptgate's canonicalization leaves as they are."""
-    verdicts = zip(row["verdicts"], reference["verdicts"], strict=False)
-    pairs = [(x, y) for x, y in verdicts if x is not None and y is not None]
+    pairs = answered(row["verdicts"], reference["verdicts"])
     if not pairs:
         return None
-    out: dict[str, Any] = {"verdicts": round(sum(x == y for x, y in pairs) / len(pairs), 4)}
+    out: dict[str, Any] = {"verdicts": share_equal(pairs)}
     unchanged = row.get("canonical_unchanged") or [True] * len(row["verdicts"])
-    diffs = [
-        (abs(x - y), same)
-        for x, y, same in zip(row.get("probabilities", []), reference.get("probabilities", []), unchanged, strict=False)
-        if x is not None and y is not None
-    ]
-    if diffs:
-        out["max_abs_difference"] = round(max(d for d, _ in diffs), 6)
-        out["max_abs_difference_where_unchanged"] = round(max((d for d, same in diffs if same), default=0.0), 6)
+    found = compare_runs(row.get("probabilities", []), reference.get("probabilities", []), unchanged)
+    if found is not None:
+        out["max_abs_difference"] = round(found.max_abs_difference, 6)
+        out["max_abs_difference_where_unchanged"] = round(found.max_abs_difference_where_unchanged, 6)
     return out
 
 
