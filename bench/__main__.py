@@ -41,6 +41,7 @@ from bench._util import (
     engine_config,
     free_port,
     last_json,
+    promptgate_engine_flags,
     serving,
     serving_process,
     tokenizer_corpus,
@@ -88,11 +89,7 @@ def engine_settings(args: argparse.Namespace) -> tuple[list[str], list[str]]:
     from promptgate.server.engine.vllm_backend import engine_kwargs
 
     config = engine_config(args)
-    promptgate = ["--dtype", args.dtype, "--max-model-len", str(args.max_model_len)]
-    promptgate += ["--enforce-eager", str(args.enforce_eager).lower()]
-    for flag in ("max_num_batched_tokens", "max_num_seqs"):
-        if getattr(args, flag):
-            promptgate += [f"--{flag.replace('_', '-')}", str(getattr(args, flag))]
+    promptgate = promptgate_engine_flags(args)
     kwargs = engine_kwargs(config.vllm_settings(20), str(current_platform.device_type), "-")
     # The model is positional; the rest vllm_serve_command sets for the expert.
     skip = ("model", "disable_log_stats", "max_logprobs", "logprobs_mode", "enable_prefix_caching")

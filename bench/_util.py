@@ -204,6 +204,28 @@ def add_engine_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-num-seqs", type=int, help="both sides (default: vLLM's)")
 
 
+def engine_arguments(**overrides: Any) -> argparse.Namespace:
+    """`add_engine_arguments`' settings at their defaults, with `overrides`: for a benchmark whose
+    own command line has no engine flags (bench.gpu, bench.profile)."""
+    parser = argparse.ArgumentParser()
+    add_engine_arguments(parser)
+    args = parser.parse_args([])
+    unknown = set(overrides) - set(vars(args))
+    if unknown:
+        raise TypeError(f"not an engine setting: {sorted(unknown)}")
+    return argparse.Namespace(**{**vars(args), **overrides})
+
+
+def promptgate_engine_flags(args: argparse.Namespace) -> list[str]:
+    """`add_engine_arguments`' settings as `promptgate serve` flags."""
+    flags = ["--dtype", args.dtype, "--max-model-len", str(args.max_model_len)]
+    flags += ["--enforce-eager", str(args.enforce_eager).lower()]
+    for flag in ("max_num_batched_tokens", "max_num_seqs"):
+        if getattr(args, flag):
+            flags += [f"--{flag.replace('_', '-')}", str(getattr(args, flag))]
+    return flags
+
+
 def engine_config(args: argparse.Namespace, **overrides: Any) -> ServerConfig:
     """promptgate's settings for `add_engine_arguments`' flags (and any other settings given)."""
     from promptgate.server import ServerConfig

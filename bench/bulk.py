@@ -83,8 +83,8 @@ def screen_local(model: str, path: Path, work: Path, args: argparse.Namespace, *
             "probabilities": [by_id.get(str(i)) for i in range(n)]}  # fmt: skip
 
 
-def offline(model: str, path: Path, work: Path, args: argparse.Namespace) -> dict[str, Any]:
-    out = work / f"{path.stem}.llm.jsonl"
+def offline_command(model: str, path: Path, out: Path, args: argparse.Namespace) -> list[str]:
+    """bench.offline over `path` with `add_engine_arguments`' settings."""
     cmd = [sys.executable, "-m", "bench.offline", str(path), "--model", model, "--out", str(out),
            "--dtype", args.dtype, "--max-model-len", str(args.max_model_len)]  # fmt: skip
     if args.enforce_eager:
@@ -93,6 +93,11 @@ def offline(model: str, path: Path, work: Path, args: argparse.Namespace) -> dic
         cmd += ["--max-num-batched-tokens", str(args.max_num_batched_tokens)]
     if args.max_num_seqs:
         cmd += ["--max-num-seqs", str(args.max_num_seqs)]
+    return cmd
+
+
+def offline(model: str, path: Path, work: Path, args: argparse.Namespace) -> dict[str, Any]:
+    cmd = offline_command(model, path, work / f"{path.stem}.llm.jsonl", args)
     done = subprocess.run(cmd, env=cpu_engine_env(), cwd=REPO, capture_output=True, text=True, timeout=3600)
     if done.returncode != 0:
         raise RuntimeError(f"bench.offline failed:\n{done.stderr[-3000:]}")

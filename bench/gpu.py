@@ -32,7 +32,16 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench._util import REPO, cli_flags, compare_runs, last_json, serving, tokenizer_corpus, vllm_serve
+from bench._util import (
+    REPO,
+    cli_flags,
+    compare_runs,
+    engine_arguments,
+    last_json,
+    serving,
+    tokenizer_corpus,
+    vllm_serve,
+)
 
 
 class Budget:
@@ -129,13 +138,7 @@ def main() -> int:
 
     from bench.__main__ import engine_settings
 
-    engine_args = argparse.Namespace(
-        dtype="float32" if cpu else "auto",
-        max_model_len=4096,
-        enforce_eager=cpu,
-        max_num_batched_tokens=None,
-        max_num_seqs=None,
-    )
+    engine_args = engine_arguments(dtype="float32" if cpu else "auto", max_model_len=4096, enforce_eager=cpu)
     pg_engine, serve_engine = engine_settings(engine_args)
     report["engine"] = {"promptgate": pg_engine, "vllm_serve": serve_engine}
     modes = [("fast", fast_n), ("reasoned", reasoned_n), ("auto", reasoned_n)]
