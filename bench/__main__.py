@@ -44,7 +44,7 @@ from bench._util import (
     promptgate_engine_flags,
     serving,
     serving_process,
-    tokenizer_corpus,
+    tiny_model,
     vllm_serve,
 )
 
@@ -115,9 +115,7 @@ def main() -> int:
 
     model = args.model
     if model is None:
-        from promptgate.trainer.tiny_model import build_tiny_model
-
-        model = str(build_tiny_model(args.out / "model", profile="narasimha-b", corpus_files=tokenizer_corpus()))
+        model = tiny_model(args.out / "model", profile="narasimha-b")
     rows: list[dict[str, Any]] = []
 
     def record(system: str, mode: str, rpc: str, concurrency: int | None, result: dict[str, Any]) -> dict[str, Any]:

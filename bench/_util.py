@@ -118,6 +118,22 @@ def tokenizer_corpus() -> list[Path]:
     return [train] if train.exists() else []
 
 
+def tiny_model(out_dir: Path, profile: str = "promptgate", shape: str = "tiny") -> str:
+    """A random-weight model of `shape` (`promptgate tiny-model`), its tokenizer trained on
+    train.jsonl where there is one: what a benchmark runs on when given no --model."""
+    from promptgate.trainer.tiny_model import SHAPES, build_tiny_model
+
+    return str(build_tiny_model(out_dir, profile=profile, corpus_files=tokenizer_corpus(), spec=SHAPES[shape]))
+
+
+def write_json(report: Any, out: Path | None, indent: int = 2) -> None:
+    """Prints `report` as JSON, and writes it to `out` too when given."""
+    text = json.dumps(report, indent=indent)
+    print(text)
+    if out:
+        out.write_text(text + "\n")
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -32,7 +32,8 @@ from bench._util import (
     cpu_engine_env,
     last_json,
     load_queries,
-    tokenizer_corpus,
+    tiny_model,
+    write_json,
     zipf_log,
 )
 
@@ -171,16 +172,10 @@ def main() -> int:
     work = Path(tempfile.mkdtemp(prefix="promptgate-bulk-"))
     model = args.model
     if model is None:
-        from promptgate.trainer.tiny_model import build_tiny_model
-
-        model = str(build_tiny_model(work / "tiny", profile="narasimha-b", corpus_files=tokenizer_corpus()))
+        model = tiny_model(work / "tiny", profile="narasimha-b")
     runs = run_pairs(model, args, unique=args.unique, zipf=args.zipf, work=work, exponent=args.zipf_exponent,
                      no_cache_run=args.no_cache_run)  # fmt: skip
-    text = json.dumps({"model": model, "cpu_count": os.cpu_count(), "load_average": os.getloadavg(), "runs": runs},
-                      indent=2)  # fmt: skip
-    print(text)
-    if args.out:
-        args.out.write_text(text + "\n")
+    write_json({"model": model, "cpu_count": os.cpu_count(), "load_average": os.getloadavg(), "runs": runs}, args.out)
     return 0
 
 

@@ -39,7 +39,7 @@ from bench._util import (
     engine_arguments,
     last_json,
     serving,
-    tokenizer_corpus,
+    tiny_model,
     vllm_serve,
 )
 
@@ -127,12 +127,9 @@ def main() -> int:
 
     model = args.model
     if model is None:
-        from promptgate.trainer.tiny_model import SHAPES, build_tiny_model
-
         shape = "tiny" if cpu else "qwen3-0.6b"
         started = time.monotonic()
-        model = str(build_tiny_model(args.out / f"model-{shape}", profile="narasimha-b",
-                                     corpus_files=tokenizer_corpus(), spec=SHAPES[shape]))  # fmt: skip
+        model = tiny_model(args.out / f"model-{shape}", profile="narasimha-b", shape=shape)
         report["model_build_s"] = round(time.monotonic() - started, 1)
     report["model"] = model
 

@@ -44,7 +44,7 @@ from bench._util import (
     promptgate_engine_flags,
     serve_command,
     serving_process,
-    tokenizer_corpus,
+    tiny_model,
     vllm_serve,
 )
 from bench.bulk import engine_env, offline_command
@@ -321,9 +321,7 @@ def main() -> int:
     work = Path(tempfile.mkdtemp(prefix="promptgate-profile-"))
     model = args.model
     if model is None:
-        from promptgate.trainer.tiny_model import build_tiny_model
-
-        model = str(build_tiny_model(work / "tiny", profile="narasimha-b", corpus_files=tokenizer_corpus()))
+        model = tiny_model(work / "tiny", profile="narasimha-b")
 
     if args.system == "serve":
         with promptgate_server(model) as (target, pid):
