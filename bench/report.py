@@ -145,6 +145,19 @@ def markdown(rows: list[dict[str, Any]], ratios: dict[str, float], meta: dict[st
     return "\n".join(lines) + "\n"
 
 
+def _save(fig: Any, ax: Any, path: Path, *, xlabel: str, title: str) -> Path:
+    """A plot's x label, title and legend; written to `path` and closed."""
+    import matplotlib.pyplot as plt
+
+    ax.set_xlabel(xlabel)
+    ax.set_title(title)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
 def plots(rows: list[dict[str, Any]], out: Path) -> list[Path]:
     import matplotlib
 
@@ -163,14 +176,9 @@ def plots(rows: list[dict[str, Any]], out: Path) -> list[Path]:
         if len(pts) > 1:
             ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=system)
     ax.set_xscale("log", base=2)
-    ax.set_xlabel("concurrent callers (closed loop)")
     ax.set_ylabel("FAST queries/s")
-    ax.set_title("Throughput vs concurrency")
-    ax.legend()
-    fig.tight_layout()
-    written.append(out / "throughput_vs_concurrency.png")
-    fig.savefig(written[-1], dpi=110)
-    plt.close(fig)
+    written.append(_save(fig, ax, out / "throughput_vs_concurrency.png", xlabel="concurrent callers (closed loop)",
+                         title="Throughput vs concurrency"))  # fmt: skip
 
     chosen = [
         r for r in rows
@@ -181,13 +189,8 @@ def plots(rows: list[dict[str, Any]], out: Path) -> list[Path]:
     ax.barh(labels, [r["p99_ms"] for r in chosen], color="#d0a0a0", label="p99")
     ax.barh(labels, [r["p50_ms"] for r in chosen], color="#5070b0", label="p50")
     ax.set_xscale("log")
-    ax.set_xlabel("latency per query, ms (log)")
-    ax.set_title("Latency percentiles")
-    ax.legend()
-    fig.tight_layout()
-    written.append(out / "latency_percentiles.png")
-    fig.savefig(written[-1], dpi=110)
-    plt.close(fig)
+    written.append(_save(fig, ax, out / "latency_percentiles.png", xlabel="latency per query, ms (log)",
+                         title="Latency percentiles"))  # fmt: skip
     return written
 
 
