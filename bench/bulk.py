@@ -25,7 +25,17 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from bench._util import REPO, add_engine_arguments, cpu_engine_env, last_json, load_queries, tokenizer_corpus, zipf_log
+from bench._util import (
+    REPO,
+    add_engine_arguments,
+    compare_runs,
+    cpu_engine_env,
+    last_json,
+    load_queries,
+    tiny_model,
+    write_json,
+    zipf_log,
+)
 
 
 def write_input(path: Path, texts: list[str]) -> Path:
@@ -74,8 +84,8 @@ def screen_local(model: str, path: Path, work: Path, args: argparse.Namespace, *
             "probabilities": [by_id.get(str(i)) for i in range(n)]}  # fmt: skip
 
 
-def offline(model: str, path: Path, work: Path, args: argparse.Namespace) -> dict[str, Any]:
-    out = work / f"{path.stem}.llm.jsonl"
+def offline_command(model: str, path: Path, out: Path, args: argparse.Namespace) -> list[str]:
+    """bench.offline over `path` with `add_engine_arguments`' settings."""
     cmd = [sys.executable, "-m", "bench.offline", str(path), "--model", model, "--out", str(out),
            "--dtype", args.dtype, "--max-model-len", str(args.max_model_len)]  # fmt: skip
     if args.enforce_eager:
@@ -84,6 +94,11 @@ def offline(model: str, path: Path, work: Path, args: argparse.Namespace) -> dic
         cmd += ["--max-num-batched-tokens", str(args.max_num_batched_tokens)]
     if args.max_num_seqs:
         cmd += ["--max-num-seqs", str(args.max_num_seqs)]
+    return cmd
+
+
+def offline(model: str, path: Path, work: Path, args: argparse.Namespace) -> dict[str, Any]:
+    cmd = offline_command(model, path, work / f"{path.stem}.llm.jsonl", args)
     done = subprocess.run(cmd, env=cpu_engine_env(), cwd=REPO, capture_output=True, text=True, timeout=3600)
     if done.returncode != 0:
         raise RuntimeError(f"bench.offline failed:\n{done.stderr[-3000:]}")
@@ -99,16 +114,15 @@ def agreement(a: list[float | None], b: list[float | None], texts: list[str]) ->
     """
     from promptgate.server.canonicalize import canonicalize
 
-    pairs = [(x, y, t) for x, y, t in zip(a, b, texts, strict=True) if x is not None and y is not None]
-    if not pairs:
+    found = compare_runs(a, b, [canonicalize(t).text == t for t in texts], strict=True)
+    if found is None:
         return {"compared": 0}
-    same = [abs(x - y) for x, y, t in pairs if canonicalize(t).text == t]
     return {
-        "compared": len(pairs),
-        "verdict_agreement": round(sum((x >= 0.5) == (y >= 0.5) for x, y, _ in pairs) / len(pairs), 4),
-        "max_abs_difference": max(abs(x - y) for x, y, _ in pairs),
-        "changed_by_canonicalization": len(pairs) - len(same),
-        "max_abs_difference_where_unchanged": max(same, default=0.0),
+        "compared": found.compared,
+        "verdict_agreement": found.verdicts,
+        "max_abs_difference": found.max_abs_difference,
+        "changed_by_canonicalization": found.changed,
+        "max_abs_difference_where_unchanged": found.max_abs_difference_where_unchanged,
     }
 
 
@@ -158,16 +172,10 @@ def main() -> int:
     work = Path(tempfile.mkdtemp(prefix="promptgate-bulk-"))
     model = args.model
     if model is None:
-        from promptgate.trainer.tiny_model import build_tiny_model
-
-        model = str(build_tiny_model(work / "tiny", profile="narasimha-b", corpus_files=tokenizer_corpus()))
+        model = tiny_model(work / "tiny", profile="narasimha-b")
     runs = run_pairs(model, args, unique=args.unique, zipf=args.zipf, work=work, exponent=args.zipf_exponent,
                      no_cache_run=args.no_cache_run)  # fmt: skip
-    text = json.dumps({"model": model, "cpu_count": os.cpu_count(), "load_average": os.getloadavg(), "runs": runs},
-                      indent=2)  # fmt: skip
-    print(text)
-    if args.out:
-        args.out.write_text(text + "\n")
+    write_json({"model": model, "cpu_count": os.cpu_count(), "load_average": os.getloadavg(), "runs": runs}, args.out)
     return 0
 
 

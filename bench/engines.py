@@ -18,14 +18,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-from bench._util import load_queries, serving, tokenizer_corpus
+from bench._util import load_queries, serving, tiny_model, write_json
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -110,15 +109,7 @@ def main() -> int:
 
     model = args.model
     if model is None:
-        from promptgate.trainer.tiny_model import SHAPES, build_tiny_model
-
-        model = str(
-            build_tiny_model(
-                Path(tempfile.mkdtemp(prefix="promptgate-bench-")) / args.shape,
-                corpus_files=tokenizer_corpus(),
-                spec=SHAPES[args.shape],
-            )
-        )
+        model = tiny_model(Path(tempfile.mkdtemp(prefix="promptgate-bench-")) / args.shape, shape=args.shape)
     report = {
         "model": model,
         "shape": args.shape,
@@ -133,10 +124,7 @@ def main() -> int:
         report["vllm_over_transformers"] = {
             mode: round(v[mode]["qps"] / t[mode]["qps"], 2) for mode in ("fast", "reasoned", "auto") if mode in v
         }
-    text = json.dumps(report, indent=2)
-    print(text)
-    if args.out:
-        args.out.write_text(text + "\n")
+    write_json(report, args.out)
     return 0
 
 

@@ -21,7 +21,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench._util import load_queries, serving, tokenizer_corpus
+from bench._util import load_queries, serving, tiny_model
 
 
 async def drive_server(target: str, queries: list[str], concurrency: int) -> dict[str, float]:
@@ -86,9 +86,7 @@ def main() -> int:
     workdir = tempfile.mkdtemp(prefix="promptgate-bench-")
     model_dir = args.model
     if model_dir is None:
-        from promptgate.trainer.tiny_model import build_tiny_model
-
-        model_dir = str(build_tiny_model(Path(workdir) / "tiny", corpus_files=tokenizer_corpus()))
+        model_dir = tiny_model(Path(workdir) / "tiny")
 
     queries = load_queries(args.queries, 2000)
     with serving(model_dir, ["--max-text-chars", "4000"]) as (target, _):

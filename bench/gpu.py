@@ -32,7 +32,16 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench._util import REPO, last_json, serving, tokenizer_corpus, vllm_serve
+from bench._util import (
+    REPO,
+    cli_flags,
+    compare_runs,
+    engine_arguments,
+    last_json,
+    serving,
+    tiny_model,
+    vllm_serve,
+)
 
 
 class Budget:
@@ -49,12 +58,7 @@ def load(system: str, target: str, processes: int, concurrency: int, queries: in
     share, callers = max(1, queries // processes), max(1, concurrency // processes)
     for k in range(processes):
         cmd = [sys.executable, "-m", "bench.load", system, "--target", target, "--queries", str(share),
-               "--offset", str(k * share), "--concurrency", str(callers)]  # fmt: skip
-        for key, value in kwargs.items():
-            if value is True:
-                cmd.append(f"--{key.replace('_', '-')}")
-            elif value is not None and value is not False:
-                cmd += [f"--{key.replace('_', '-')}", str(value)]
+               "--offset", str(k * share), "--concurrency", str(callers), *cli_flags(kwargs)]  # fmt: skip
         procs.append(subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
     results = []
     for proc in procs:
@@ -77,13 +81,13 @@ def load(system: str, target: str, processes: int, concurrency: int, queries: in
 
 
 def agreement(a: list[float | None], b: list[float | None]) -> dict[str, Any]:
-    pairs = [(x, y) for x, y in zip(a, b, strict=False) if x is not None and y is not None]
-    if not pairs:
+    found = compare_runs(a, b)
+    if found is None:
         return {"compared": 0}
     return {
-        "compared": len(pairs),
-        "verdicts": round(sum((x >= 0.5) == (y >= 0.5) for x, y in pairs) / len(pairs), 4),
-        "max_abs_difference": round(max(abs(x - y) for x, y in pairs), 6),
+        "compared": found.compared,
+        "verdicts": found.verdicts,
+        "max_abs_difference": round(found.max_abs_difference, 6),
     }
 
 
@@ -123,24 +127,15 @@ def main() -> int:
 
     model = args.model
     if model is None:
-        from promptgate.trainer.tiny_model import SHAPES, build_tiny_model
-
         shape = "tiny" if cpu else "qwen3-0.6b"
         started = time.monotonic()
-        model = str(build_tiny_model(args.out / f"model-{shape}", profile="narasimha-b",
-                                     corpus_files=tokenizer_corpus(), spec=SHAPES[shape]))  # fmt: skip
+        model = tiny_model(args.out / f"model-{shape}", profile="narasimha-b", shape=shape)
         report["model_build_s"] = round(time.monotonic() - started, 1)
     report["model"] = model
 
     from bench.__main__ import engine_settings
 
-    engine_args = argparse.Namespace(
-        dtype="float32" if cpu else "auto",
-        max_model_len=4096,
-        enforce_eager=cpu,
-        max_num_batched_tokens=None,
-        max_num_seqs=None,
-    )
+    engine_args = engine_arguments(dtype="float32" if cpu else "auto", max_model_len=4096, enforce_eager=cpu)
     pg_engine, serve_engine = engine_settings(engine_args)
     report["engine"] = {"promptgate": pg_engine, "vllm_serve": serve_engine}
     modes = [("fast", fast_n), ("reasoned", reasoned_n), ("auto", reasoned_n)]

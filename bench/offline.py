@@ -22,7 +22,7 @@ import sys
 import time
 from pathlib import Path
 
-from bench._util import cpu_engine_env, engine_config
+from bench._util import add_engine_arguments, cpu_engine_env, engine_config
 
 
 def main() -> int:
@@ -30,11 +30,9 @@ def main() -> int:
     parser.add_argument("input", type=Path)
     parser.add_argument("--model", required=True)
     parser.add_argument("--out", type=Path, required=True)
-    parser.add_argument("--dtype", default="auto")
-    parser.add_argument("--max-model-len", type=int, default=None)
-    parser.add_argument("--enforce-eager", action="store_true")
-    parser.add_argument("--max-num-batched-tokens", type=int, default=None)
-    parser.add_argument("--max-num-seqs", type=int, default=None)
+    add_engine_arguments(parser)
+    # Run alone, vLLM's own defaults; every pair passes its settings (bench.bulk.offline_command).
+    parser.set_defaults(dtype="auto", max_model_len=None, enforce_eager=False)
     parser.add_argument("--ready", type=Path, help="write this file once the engine is loaded (bench.profile)")
     args = parser.parse_args()
 

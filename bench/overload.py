@@ -33,7 +33,7 @@ from pathlib import Path
 
 import httpx
 
-from bench._util import REPO, free_port, load_queries, serving, tokenizer_corpus
+from bench._util import REPO, free_port, load_queries, serving, tiny_model
 
 RATES = (0.5, 1.0, 1.5, 2.0, 3.0, 4.0)
 
@@ -350,9 +350,7 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as tmp:
         model = args.model
         if model is None:
-            from promptgate.trainer.tiny_model import build_tiny_model
-
-            model = str(build_tiny_model(Path(tmp) / "tiny", corpus_files=tokenizer_corpus()))
+            model = tiny_model(Path(tmp) / "tiny")
         report = asyncio.run(run(args, model))
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(asdict(report), indent=2))

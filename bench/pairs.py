@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.__main__ import engine_settings, load
-from bench._util import add_engine_arguments, serving, tokenizer_corpus, vllm_serve
+from bench._util import add_engine_arguments, serving, tiny_model, vllm_serve, write_json
 
 
 def main() -> int:
@@ -39,9 +39,7 @@ def main() -> int:
     work = Path(tempfile.mkdtemp(prefix="promptgate-pairs-"))
     model = args.model
     if model is None:
-        from promptgate.trainer.tiny_model import build_tiny_model
-
-        model = str(build_tiny_model(work / "tiny", profile="narasimha-b", corpus_files=tokenizer_corpus()))
+        model = tiny_model(work / "tiny", profile="narasimha-b")
     pg_engine, serve_engine = engine_settings(args)
     flags = ["--engine", "vllm", "--max-rationale-tokens", str(args.rationale_tokens), "--max-text-chars", "4000",
              "--result-cache-size", "off", *pg_engine]  # fmt: skip
@@ -102,10 +100,7 @@ def main() -> int:
                              "duplicate_share": r["duplicate_share"], "agreement": r["agreement"],
                              "load_before": round(before, 2), "load_after": round(os.getloadavg()[0], 2)})  # fmt: skip
             summarize(f"screen --local / LLM.generate, {name}", runs)
-    text = json.dumps(report, indent=1)
-    if args.out:
-        args.out.write_text(text + "\n")
-    print(text)
+    write_json(report, args.out, indent=1)
     return 0
 
 

@@ -18,7 +18,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench._util import load_queries, tokenizer_corpus
+from bench._util import load_queries, tiny_model
 
 
 async def measure(model: str, block_size: int, queries: list[str]) -> dict[str, object]:
@@ -56,9 +56,7 @@ def main() -> int:
     os.environ.setdefault("VLLM_CPU_NUM_OF_RESERVED_CPU", "0")
     model = args.model
     if model is None:
-        from promptgate.trainer.tiny_model import build_tiny_model
-
-        model = str(build_tiny_model(Path(tempfile.mkdtemp()) / "tiny", corpus_files=tokenizer_corpus()))
+        model = tiny_model(Path(tempfile.mkdtemp()) / "tiny")
     queries = load_queries(args.queries)
     results = [asyncio.run(measure(model, b, queries)) for b in args.block_sizes]
     print(json.dumps(results, indent=1))

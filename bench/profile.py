@@ -37,16 +37,21 @@ from pathlib import Path
 from bench._util import (
     REPO,
     cpu_engine_env,
+    engine_arguments,
     free_port,
     last_json,
     load_queries,
-    tokenizer_corpus,
+    promptgate_engine_flags,
+    serve_command,
+    serving_process,
+    tiny_model,
     vllm_serve,
-    wait_serving,
 )
+from bench.bulk import engine_env, offline_command
 
-# The engine arguments both sides of every pair run with on CPU (bench/__main__.py's).
-ENGINE_FLAGS = ["--dtype", "float32", "--max-model-len", "8192", "--enforce-eager", "true", "--max-text-chars", "4000"]
+# The engine settings both sides of every pair run with (bench/__main__.py's defaults).
+ENGINE = engine_arguments()
+ENGINE_FLAGS = [*promptgate_engine_flags(ENGINE), "--max-text-chars", "4000"]
 
 
 def py_spy() -> str:
@@ -251,16 +256,9 @@ def _load_cmd(system: str, target: str, args: argparse.Namespace, model: str) ->
 @contextlib.contextmanager
 def promptgate_server(model: str) -> Iterator[tuple[str, int]]:
     port = free_port()
-    cmd = [sys.executable, "-m", "promptgate.cli", "serve", "--model", model, "--host", "127.0.0.1",
-           "--port", str(port), "--log-level", "warning", "--engine", "vllm", "--metrics-port", "0",
-           "--result-cache-size", "off", *ENGINE_FLAGS]  # fmt: skip
-    proc = subprocess.Popen(cmd, env=cpu_engine_env(), cwd=REPO)
-    try:
-        wait_serving(f"127.0.0.1:{port}", proc, 900)
-        yield f"127.0.0.1:{port}", proc.pid
-    finally:
-        proc.terminate()
-        proc.wait(120)
+    cmd = serve_command(model, port, ["--engine", "vllm", "--result-cache-size", "off", *ENGINE_FLAGS])
+    with serving_process(cmd, port, timeout=900, env=cpu_engine_env(), cwd=REPO) as (target, proc):
+        yield target, proc.pid
 
 
 def _vllm_pid(url: str) -> int:
@@ -323,17 +321,16 @@ def main() -> int:
     work = Path(tempfile.mkdtemp(prefix="promptgate-profile-"))
     model = args.model
     if model is None:
-        from promptgate.trainer.tiny_model import build_tiny_model
-
-        model = str(build_tiny_model(work / "tiny", profile="narasimha-b", corpus_files=tokenizer_corpus()))
+        model = tiny_model(work / "tiny", profile="narasimha-b")
 
     if args.system == "serve":
         with promptgate_server(model) as (target, pid):
             stacks = profile_under_load(pid, _load_cmd("promptgate", target, args, model), args, work)
         title = f"promptgate serve (vLLM engine), {args.rpc} x {args.concurrency}"
     elif args.system == "expert":
-        engine = ["--dtype", "float32", "--max-model-len", "8192", "--enforce-eager", "--block-size", "32",
-                  "--kv-cache-memory-bytes", str(2 * 2**30)]  # fmt: skip
+        from bench.__main__ import engine_settings
+
+        _, engine = engine_settings(ENGINE)
         with vllm_serve(model, expert=True, engine=engine) as url:
             stacks = profile_under_load(_vllm_pid(url), _load_cmd("openai", url, args, model), args, work)
         title = f"vllm serve (expert), {args.rpc} x {args.concurrency}"
@@ -343,10 +340,8 @@ def main() -> int:
             for i, text in enumerate(load_queries(args.queries)):
                 fh.write(json.dumps({"id": str(i), "text": text}) + "\n")
         out = work / "out.jsonl"
-        env = cpu_engine_env()
+        env = engine_env(ENGINE) if args.system == "screen" else cpu_engine_env()
         if args.system == "screen":
-            env.update(PROMPTGATE_DTYPE="float32", PROMPTGATE_MAX_MODEL_LEN="8192", PROMPTGATE_ENFORCE_EAGER="true",
-                       PROMPTGATE_MAX_TEXT_CHARS="4000")  # fmt: skip
             cmd = [sys.executable, "-m", "promptgate.cli", "screen", str(path), "--local", model, "--engine", "vllm",
                    "--out", str(out), "--quiet"]  # fmt: skip
             title = "promptgate screen --local --engine vllm"
@@ -354,9 +349,7 @@ def main() -> int:
         else:
             # LLM.generate writes nothing until the end: sample once its engine has loaded.
             ready = work / "ready"
-            cmd = [sys.executable, "-m", "bench.offline", str(path), "--model", model, "--out", str(out),
-                   "--dtype", "float32", "--max-model-len", "8192", "--enforce-eager",
-                   "--ready", str(ready)]  # fmt: skip
+            cmd = [*offline_command(model, path, out, ENGINE), "--ready", str(ready)]
             title = "vLLM LLM.generate (bench.offline)"
         stacks = profile_process(cmd, ready, args, work, env)
 

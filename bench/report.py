@@ -6,6 +6,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+from bench._util import answered, compare_runs, share_equal
+
 REFERENCE = ("promptgate-vllm", "fast", "Classify")
 EXPERT = "vllm-serve-expert"
 
@@ -13,20 +15,15 @@ EXPERT = "vllm-serve-expert"
 def _agreement(row: dict[str, Any], reference: dict[str, Any]) -> dict[str, Any] | None:
     """Verdict agreement, and the largest probability difference where both gave one: over all
     queries, and over those promptgate's canonicalization leaves as they are."""
-    verdicts = zip(row["verdicts"], reference["verdicts"], strict=False)
-    pairs = [(x, y) for x, y in verdicts if x is not None and y is not None]
+    pairs = answered(row["verdicts"], reference["verdicts"])
     if not pairs:
         return None
-    out: dict[str, Any] = {"verdicts": round(sum(x == y for x, y in pairs) / len(pairs), 4)}
+    out: dict[str, Any] = {"verdicts": share_equal(pairs)}
     unchanged = row.get("canonical_unchanged") or [True] * len(row["verdicts"])
-    diffs = [
-        (abs(x - y), same)
-        for x, y, same in zip(row.get("probabilities", []), reference.get("probabilities", []), unchanged, strict=False)
-        if x is not None and y is not None
-    ]
-    if diffs:
-        out["max_abs_difference"] = round(max(d for d, _ in diffs), 6)
-        out["max_abs_difference_where_unchanged"] = round(max((d for d, same in diffs if same), default=0.0), 6)
+    found = compare_runs(row.get("probabilities", []), reference.get("probabilities", []), unchanged)
+    if found is not None:
+        out["max_abs_difference"] = round(found.max_abs_difference, 6)
+        out["max_abs_difference_where_unchanged"] = round(found.max_abs_difference_where_unchanged, 6)
     return out
 
 
@@ -148,6 +145,19 @@ def markdown(rows: list[dict[str, Any]], ratios: dict[str, float], meta: dict[st
     return "\n".join(lines) + "\n"
 
 
+def _save(fig: Any, ax: Any, path: Path, *, xlabel: str, title: str) -> Path:
+    """A plot's x label, title and legend; written to `path` and closed."""
+    import matplotlib.pyplot as plt
+
+    ax.set_xlabel(xlabel)
+    ax.set_title(title)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
 def plots(rows: list[dict[str, Any]], out: Path) -> list[Path]:
     import matplotlib
 
@@ -166,14 +176,9 @@ def plots(rows: list[dict[str, Any]], out: Path) -> list[Path]:
         if len(pts) > 1:
             ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=system)
     ax.set_xscale("log", base=2)
-    ax.set_xlabel("concurrent callers (closed loop)")
     ax.set_ylabel("FAST queries/s")
-    ax.set_title("Throughput vs concurrency")
-    ax.legend()
-    fig.tight_layout()
-    written.append(out / "throughput_vs_concurrency.png")
-    fig.savefig(written[-1], dpi=110)
-    plt.close(fig)
+    written.append(_save(fig, ax, out / "throughput_vs_concurrency.png", xlabel="concurrent callers (closed loop)",
+                         title="Throughput vs concurrency"))  # fmt: skip
 
     chosen = [
         r for r in rows
@@ -184,13 +189,8 @@ def plots(rows: list[dict[str, Any]], out: Path) -> list[Path]:
     ax.barh(labels, [r["p99_ms"] for r in chosen], color="#d0a0a0", label="p99")
     ax.barh(labels, [r["p50_ms"] for r in chosen], color="#5070b0", label="p50")
     ax.set_xscale("log")
-    ax.set_xlabel("latency per query, ms (log)")
-    ax.set_title("Latency percentiles")
-    ax.legend()
-    fig.tight_layout()
-    written.append(out / "latency_percentiles.png")
-    fig.savefig(written[-1], dpi=110)
-    plt.close(fig)
+    written.append(_save(fig, ax, out / "latency_percentiles.png", xlabel="latency per query, ms (log)",
+                         title="Latency percentiles"))  # fmt: skip
     return written
 
 

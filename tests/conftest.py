@@ -5,17 +5,13 @@ from pathlib import Path
 
 import pytest
 
-from promptgate.trainer.tiny_model import build_tiny_model
-
-from .support import BackgroundServer, corpus_files, server_config
+from .support import BackgroundServer, make_tiny_model, server_config
 
 
 @pytest.fixture(scope="session")
 def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny random Qwen3-shaped model with the `promptgate` profile (binary + categories)."""
-    return build_tiny_model(
-        tmp_path_factory.mktemp("tiny-promptgate"), profile="promptgate", corpus_files=corpus_files()
-    )
+    return make_tiny_model(tmp_path_factory.mktemp("tiny-promptgate"), profile="promptgate")
 
 
 @pytest.fixture(scope="session")

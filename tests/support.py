@@ -47,6 +47,13 @@ def corpus_files() -> list[Path]:
     return [train] if train.exists() else []
 
 
+def make_tiny_model(out_dir: Path, profile: str = "promptgate") -> Path:
+    """A tiny random Qwen3-shaped model speaking `profile`, its tokenizer trained on corpus_files()."""
+    from promptgate.trainer.tiny_model import build_tiny_model
+
+    return build_tiny_model(out_dir, profile=profile, corpus_files=corpus_files())
+
+
 def server_config(model: Path, **overrides: object) -> ServerConfig:
     """The tests' server: the tiny model on the transformers engine, 127.0.0.1 port 0, metrics off.
 

@@ -16,9 +16,8 @@ from promptgate.server.canonicalize import STEPS
 from promptgate.trainer.evaluation import EvalReport, read_records, run_evaluation, stratified_head
 from promptgate.trainer.evaluation.runner import ROBUSTNESS_KEYS
 from promptgate.trainer.obfuscate import FAMILIES, obfuscate
-from promptgate.trainer.tiny_model import build_tiny_model
 
-from ..support import SHARED_DATA, corpus_files, server_config
+from ..support import SHARED_DATA, make_tiny_model, server_config
 
 TEST_FILE = SHARED_DATA / "test.jsonl"
 N_QUERIES = 40
@@ -167,9 +166,7 @@ def test_fast_predictions_equal_the_servers_answers(evaluation: tuple[EvalReport
 @pytest.fixture(scope="module")
 def narasimha_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny model that speaks the seed model's profile (no categories)."""
-    return build_tiny_model(
-        tmp_path_factory.mktemp("tiny-narasimha"), profile="narasimha-b", corpus_files=corpus_files()
-    )
+    return make_tiny_model(tmp_path_factory.mktemp("tiny-narasimha"), profile="narasimha-b")
 
 
 @pytest.fixture(scope="module")

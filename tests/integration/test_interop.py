@@ -53,14 +53,16 @@ def test_node_client_from_proto_alone_calls_every_rpc(server: BackgroundServer, 
     assert summary["invalid"] == {"code": 3, "details": "text is empty"}
 
 
-def buf_curl(node_modules: Path, target: str, method: str, data: str) -> dict:
-    out = subprocess.run(
-        [
-            str(node_modules / ".bin" / "buf"), "curl", "--protocol", "grpc", "--http2-prior-knowledge",
-            "-d", data, f"http://{target}/promptgate.v1.ClassifierService/{method}",
-        ],
+def run_buf_curl(node_modules: Path, url: str, data: str, *options: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [str(node_modules / ".bin" / "buf"), "curl", *options, "-d", data, url],
         capture_output=True, text=True, timeout=120,
     )  # fmt: skip
+
+
+def buf_curl(node_modules: Path, url: str, data: str, *options: str) -> list[dict]:
+    """The response messages of a buf curl call that succeeds."""
+    out = run_buf_curl(node_modules, url, data, *options)
     assert out.returncode == 0, out.stderr
     # One JSON object per response message (several for a stream).
     decoder, text, messages = json.JSONDecoder(), out.stdout.strip(), []
@@ -68,23 +70,21 @@ def buf_curl(node_modules: Path, target: str, method: str, data: str) -> dict:
         message, end = decoder.raw_decode(text)
         messages.append(message)
         text = text[end:].strip()
-    return {"messages": messages}
+    return messages
 
 
 def test_buf_curl_over_reflection_calls_every_rpc(server: BackgroundServer, node_modules: Path) -> None:
-    [one] = buf_curl(node_modules, server.target, "Classify", '{"id": "c1", "text": "hi", "mode": "MODE_REASONED"}')[
-        "messages"
-    ]
+    def call(method: str, data: str) -> list[dict]:
+        url = f"http://{server.target}/promptgate.v1.ClassifierService/{method}"
+        return buf_curl(node_modules, url, data, "--protocol", "grpc", "--http2-prior-knowledge")
+
+    [one] = call("Classify", '{"id": "c1", "text": "hi", "mode": "MODE_REASONED"}')
     assert one["id"] == "c1" and one["mode"] == "MODE_REASONED" and "verdict" in one
-    [batch] = buf_curl(node_modules, server.target, "ClassifyBatch", '{"requests": [{"text": "a"}, {"text": "b"}]}')[
-        "messages"
-    ]
+    [batch] = call("ClassifyBatch", '{"requests": [{"text": "a"}, {"text": "b"}]}')
     assert len(batch["responses"]) == 2
-    stream = buf_curl(
-        node_modules, server.target, "ClassifyStream", '{"id": "x", "text": "a"} {"id": "y", "text": "b"}'
-    )
-    assert sorted(m["id"] for m in stream["messages"]) == ["x", "y"]
-    [info] = buf_curl(node_modules, server.target, "GetModelInfo", "{}")["messages"]
+    stream = call("ClassifyStream", '{"id": "x", "text": "a"} {"id": "y", "text": "b"}')
+    assert sorted(m["id"] for m in stream) == ["x", "y"]
+    [info] = call("GetModelInfo", "{}")
     assert info["profile"] == "promptgate"
 
 
@@ -99,20 +99,10 @@ def test_buf_curl_over_the_http_face(http_server: BackgroundServer, node_modules
     """Buf's own Connect and gRPC-Web clients, with the schema from proto/, against --http-port."""
     assert http_server.handle is not None
     base = f"http://127.0.0.1:{http_server.handle.http_port}/promptgate.v1.ClassifierService"
+    options = ("--protocol", protocol, "--schema", str(PROTO))
 
     def call(method: str, data: str) -> list[dict]:
-        out = subprocess.run(
-            [str(node_modules / ".bin" / "buf"), "curl", "--protocol", protocol, "--schema", str(PROTO),
-             "-d", data, f"{base}/{method}"],
-            capture_output=True, text=True, timeout=120,
-        )  # fmt: skip
-        assert out.returncode == 0, out.stderr
-        decoder, text, messages = json.JSONDecoder(), out.stdout.strip(), []
-        while text:
-            message, end = decoder.raw_decode(text)
-            messages.append(message)
-            text = text[end:].strip()
-        return messages
+        return buf_curl(node_modules, f"{base}/{method}", data, *options)
 
     [one] = call("Classify", '{"id": "c1", "text": "hi"}')
     assert one["id"] == "c1" and one["mode"] == "MODE_FAST" and "verdict" in one
@@ -121,9 +111,5 @@ def test_buf_curl_over_the_http_face(http_server: BackgroundServer, node_modules
     assert [r["id"] for r in batch["responses"]] == ["a", "b"]
     [info] = call("GetModelInfo", "{}")
     assert info["engine"] == "transformers"
-    bad = subprocess.run(
-        [str(node_modules / ".bin" / "buf"), "curl", "--protocol", protocol, "--schema", str(PROTO),
-         "-d", '{"text": ""}', f"{base}/Classify"],
-        capture_output=True, text=True, timeout=120,
-    )  # fmt: skip
+    bad = run_buf_curl(node_modules, f"{base}/Classify", '{"text": ""}', *options)
     assert bad.returncode != 0 and "invalid_argument" in bad.stderr.lower() and "text is empty" in bad.stderr

@@ -136,12 +136,8 @@ def test_engine_settings_are_built_from_the_config() -> None:
     from promptgate.server.engine import ScreeningSettings
     from promptgate.server.engine.vllm_backend import VllmSettings
 
-    config = ServerConfig(
-        default_mode="auto",
-        threshold=0.3,
-        auto_band=0.1,
-        max_rationale_tokens=64,
-        max_text_tokens=900,
+    # Each of vLLM's settings is the server setting of the same name.
+    vllm = dict(
         dtype="bfloat16",
         max_model_len=4096,
         max_num_batched_tokens=8192,
@@ -152,6 +148,14 @@ def test_engine_settings_are_built_from_the_config() -> None:
         enforce_eager=True,
         kv_cache_memory_gib=4.0,
         block_size=16,
+    )
+    config = ServerConfig(
+        default_mode="auto",
+        threshold=0.3,
+        auto_band=0.1,
+        max_rationale_tokens=64,
+        max_text_tokens=900,
+        **vllm,
         device="cpu",
         max_engine_batch=8,
         max_engine_batch_tokens=2048,
@@ -159,19 +163,7 @@ def test_engine_settings_are_built_from_the_config() -> None:
     assert config.screening_settings() == ScreeningSettings(
         default_mode=Mode.AUTO, threshold=0.3, auto_band=0.1, max_rationale_tokens=64, max_text_tokens=900
     )
-    assert config.vllm_settings(max_logprobs=40) == VllmSettings(
-        dtype="bfloat16",
-        max_model_len=4096,
-        max_num_batched_tokens=8192,
-        max_num_seqs=64,
-        gpu_memory_utilization=0.5,
-        tensor_parallel_size=2,
-        data_parallel_size=3,
-        enforce_eager=True,
-        kv_cache_memory_gib=4.0,
-        max_logprobs=40,
-        block_size=16,
-    )
+    assert config.vllm_settings(max_logprobs=40) == VllmSettings(**vllm, max_logprobs=40)
     # Bulk screening in the process (screen --local, Ray, eval) asks vLLM for its offline defaults.
     assert config.vllm_settings(max_logprobs=40, offline=True).offline
     assert not config.vllm_settings(max_logprobs=40).offline

@@ -18,12 +18,13 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import datetime
+import functools
 import sys
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 
 from .records import read_records, stratified_head
 from .types import ALL_FILES, HEADLINE_KEYS, MODES, ROBUSTNESS_KEYS, EvalReport, Prediction, QueryFailure
@@ -49,82 +50,12 @@ __all__ = [
 DEFAULT_CONCURRENCY = 256
 
 
+P = ParamSpec("P")
+T = TypeVar("T")
+
+
 def _print_err(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
-
-
-def run_evaluation(
-    model: str | Path,
-    data_files: Sequence[str | Path],
-    *,
-    modes: Sequence[str] = ("fast",),
-    engine: str = "transformers",
-    profile: str | None = None,
-    out_dir: Path | None = None,
-    limit: int | None = None,
-    threshold: float | None = None,
-    max_rationale_tokens: int | None = None,
-    concurrency: int = DEFAULT_CONCURRENCY,
-    dtype: str | None = None,
-    device: str | None = None,
-    base_config: ServerConfig | None = None,
-    collapse_min_recall: float = 0.2,
-    progress: Callable[[str], None] | None = None,
-    robustness: bool | str | Sequence[str] | None = None,
-    robustness_modes: Sequence[str] | None = None,
-    robustness_seed: int = 0,
-    buried: int = 0,
-    buried_seed: int = 0,
-) -> EvalReport:
-    """Evaluate `model` on `data_files` in each of `modes`; write the report to `out_dir` if given.
-
-    Runs its own event loop (in a helper thread when the caller already runs one).
-    `base_config` carries other engine settings (vLLM memory, batch sizes, canonicalize_steps...);
-    the named arguments override it. Collapse warnings are printed to stderr as well as reported.
-
-    `robustness`: True (every family of `promptgate.trainer.obfuscate.FAMILIES`) or the families
-    to re-screen each file under, in `robustness_modes` (default FAST, or every mode when FAST is
-    not evaluated; each must be among `modes`), obfuscated with `robustness_seed`.
-    """
-    coro_args = dict(
-        modes=modes,
-        engine=engine,
-        profile=profile,
-        out_dir=out_dir,
-        limit=limit,
-        threshold=threshold,
-        max_rationale_tokens=max_rationale_tokens,
-        concurrency=concurrency,
-        dtype=dtype,
-        device=device,
-        base_config=base_config,
-        collapse_min_recall=collapse_min_recall,
-        progress=progress,
-        robustness=robustness,
-        robustness_modes=robustness_modes,
-        robustness_seed=robustness_seed,
-        buried=buried,
-        buried_seed=buried_seed,
-    )
-    try:
-        asyncio.get_running_loop()
-    except RuntimeError:
-        return asyncio.run(run_evaluation_async(model, data_files, **coro_args))  # type: ignore[arg-type]
-    # Called from async code: asyncio.run cannot nest, so the evaluation gets its own thread.
-    box: dict[str, Any] = {}
-
-    def target() -> None:
-        try:
-            box["report"] = asyncio.run(run_evaluation_async(model, data_files, **coro_args))  # type: ignore[arg-type]
-        except BaseException as exc:
-            box["error"] = exc
-
-    thread = threading.Thread(target=target, name="promptgate-eval")
-    thread.start()
-    thread.join()
-    if "error" in box:
-        raise box["error"]
-    return box["report"]
 
 
 def _modes(modes: Sequence[str], what: str = "mode") -> list[str]:
@@ -214,7 +145,16 @@ async def run_evaluation_async(
     buried: int = 0,
     buried_seed: int = 0,
 ) -> EvalReport:
-    """`run_evaluation` on the caller's event loop."""
+    """Evaluate `model` on `data_files` in each of `modes`; write the report to `out_dir` if given.
+
+    `run_evaluation` is the same call for code without an event loop.
+    `base_config` carries other engine settings (vLLM memory, batch sizes, canonicalize_steps...);
+    the named arguments override it. Collapse warnings are printed to stderr as well as reported.
+
+    `robustness`: True (every family of `promptgate.trainer.obfuscate.FAMILIES`) or the families
+    to re-screen each file under, in `robustness_modes` (default FAST, or every mode when FAST is
+    not evaluated; each must be among `modes`), obfuscated with `robustness_seed`.
+    """
     from promptgate.server.screening import Screening
 
     modes = [m.strip().lower() for m in modes]
@@ -274,6 +214,43 @@ async def run_evaluation_async(
         return report
     finally:
         await screening.close()
+
+
+def _blocking(coro_fn: Callable[P, Coroutine[Any, Any, T]]) -> Callable[P, T]:
+    """`coro_fn` as a blocking call with the same arguments: it runs its own event loop, in a
+    helper thread when the caller already runs one (asyncio.run cannot nest)."""
+
+    @functools.wraps(coro_fn)
+    def call(*args: P.args, **kwargs: P.kwargs) -> T:
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:
+            return asyncio.run(coro_fn(*args, **kwargs))
+        box: dict[str, Any] = {}
+
+        def target() -> None:
+            try:
+                box["result"] = asyncio.run(coro_fn(*args, **kwargs))
+            except BaseException as exc:
+                box["error"] = exc
+
+        thread = threading.Thread(target=target, name="promptgate-eval")
+        thread.start()
+        thread.join()
+        if "error" in box:
+            raise box["error"]
+        return box["result"]
+
+    return call
+
+
+# One signature and one set of defaults for both (the blocking one was a copy of the async one's).
+run_evaluation = _blocking(run_evaluation_async)
+run_evaluation.__name__ = run_evaluation.__qualname__ = "run_evaluation"
+run_evaluation.__doc__ = (
+    "`run_evaluation_async`, blocking: it runs its own event loop (in a helper thread when the caller "
+    "already runs one).\n\n" + (run_evaluation_async.__doc__ or "")
+)
 
 
 async def _evaluate(
