@@ -8,6 +8,7 @@ span the window's characters in the caller's text.
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -18,7 +19,7 @@ import pytest
 from promptgate.client import Client, Document, InvalidArgumentError, ScreenRequest
 from promptgate.server.canonicalize import canonicalize
 from promptgate.server.domain import Mode
-from promptgate.server.screening import window_starts
+from promptgate.server.screening import begins_line, window_starts
 
 from ..support import BackgroundServer, server_config
 
@@ -54,7 +55,7 @@ def reference(srv: BackgroundServer, text: str) -> tuple[float, tuple[int, int]]
     engine = srv.handle.screening.engine
     canonical = canonicalize(text, srv.handle.screening.canonicalization)
     ids, offsets = engine.encode_with_offsets(canonical.text)
-    starts = window_starts(len(ids), WINDOW, OVERLAP)
+    starts = window_starts(len(ids), WINDOW, OVERLAP, begins_line(canonical.text, offsets))
     assert len(starts) > 2, "the text should span several windows"
     best: tuple[float, tuple[int, int]] | None = None
     for i in starts:
@@ -77,6 +78,19 @@ def test_long_text_is_screened_window_by_window(docs_server: BackgroundServer, c
     # Asked to truncate, it is one prompt (cut only past what fits the model), as before windows.
     whole = client.classify(text, truncate=True)
     assert not whole.truncated and whole.span is not None and (whole.span.start, whole.span.end) == (0, len(text))
+
+
+def test_windows_begin_where_a_paragraph_does(docs_server: BackgroundServer, client: Client) -> None:
+    text = FILLER + "\n\n" + ATTACK + "\n\n" + FILLER
+    assert docs_server.handle is not None and docs_server.handle.screening is not None
+    ids, offsets = docs_server.handle.screening.engine.encode_with_offsets(text)
+    lined = window_starts(len(ids), WINDOW, OVERLAP, begins_line(text, offsets))
+    assert lined != window_starts(len(ids), WINDOW, OVERLAP)
+    assert any(offsets[i][0] == text.index(ATTACK) for i in lined)  # a window reads the attack from its start
+    p, span = reference(docs_server, text)
+    result = client.classify(text)
+    assert result.malicious_probability == pytest.approx(p, abs=1e-5)
+    assert result.span is not None and (result.span.start, result.span.end) == span
 
 
 def test_spans_refer_to_the_callers_text_through_canonicalization(
@@ -136,6 +150,24 @@ def test_the_window_cap_is_named(client: Client) -> None:
     limits = client.model_info().limits
     assert (limits["window_tokens"], limits["window_overlap_tokens"], limits["max_windows"]) == (WINDOW, OVERLAP, 40)
     assert (limits["max_documents"], limits["max_document_chars"]) == (4, 1500)
+
+
+def test_the_window_defaults_to_the_one_the_model_was_trained_on(tiny_model: Path, tmp_path: Path) -> None:
+    model = tmp_path / "model"
+    shutil.copytree(tiny_model, model)
+    profile = json.loads((model / "promptgate.json").read_text())
+    (model / "promptgate.json").write_text(json.dumps({**profile, "window_tokens": 32}))
+    text = FILLER + "\n\n" + ATTACK + "\n\n" + FILLER
+    for setting, expected in ((None, 32), (20, 20)):
+        config = server_config(model, max_text_chars=4000, window_tokens=setting, window_overlap_tokens=OVERLAP)
+        with BackgroundServer(config) as srv, Client(srv.target, max_attempts=1, on_error="raise") as c:
+            assert c.model_info().limits["window_tokens"] == expected
+            # Windows of that size: the span is one window's characters, not the whole text.
+            span = c.classify(text).span
+            assert span is not None and span.end - span.start < len(text)
+            assert srv.handle is not None and srv.handle.screening is not None
+            ids, _ = srv.handle.screening.engine.encode_with_offsets(text[span.start : span.end])
+            assert len(ids) <= expected
 
 
 def test_reasoned_writes_the_rationale_for_the_deciding_window(client: Client) -> None:

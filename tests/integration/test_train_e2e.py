@@ -138,6 +138,8 @@ def test_export_is_complete(trained: Path) -> None:
     assert resolved["data"]["rationales"]["source"] == "template"
     profile = json.loads((model / "promptgate.json").read_text())
     assert profile["name"] == "promptgate" and profile["rationale_trained"] and profile["hybrid_thinking"]
+    # The model was trained on texts of at most 64 tokens: the server's default window.
+    assert profile["window_tokens"] == resolved["data"]["max_text_tokens"] == 64
     from transformers import AutoTokenizer
 
     from promptgate.profiles import qwen3_chat_template

@@ -114,6 +114,16 @@ def test_inconsistent_profiles_are_rejected() -> None:
         )
     with pytest.raises(ProfileError, match="invalid profile"):
         ModelProfile.from_dict({**base, "labels": [{"text": "a", "verdict": "maybe"}]})
+    for bad in (0, -3, True):
+        with pytest.raises(ProfileError, match="window_tokens must be a positive number"):
+            ModelProfile.from_dict({**base, "window_tokens": bad})
+
+
+def test_the_trained_window_round_trips_and_is_absent_when_unknown() -> None:
+    assert "window_tokens" not in NARASIMHA_B.to_dict() and NARASIMHA_B.window_tokens is None
+    sized = ModelProfile.from_dict({**NARASIMHA_B.to_dict(), "window_tokens": 96})
+    assert sized.window_tokens == 96 and "window_tokens" not in sized.extra
+    assert ModelProfile.from_dict(sized.to_dict()) == sized
 
 
 def test_label_sequences_are_prefix_free_and_categories_follow_the_separator(tiny_tokenizer) -> None:

@@ -56,6 +56,10 @@ class ModelProfile:
     rationale_trained: bool = True
     # The model also saw examples with an empty think block, so FAST is in distribution.
     hybrid_thinking: bool = False
+    # The longest text, in tokens, the model was trained to read whole (a recipe's
+    # data.max_text_tokens, or the size of its window pieces): the server's default window,
+    # so a long document is read in pieces of the length the model knows. None: unknown.
+    window_tokens: int | None = None
     description: str = ""
     extra: dict[str, Any] = field(default_factory=dict, compare=False)
 
@@ -74,6 +78,9 @@ class ModelProfile:
             raise ProfileError(f"profile {self.name!r}: needs at least one benign and one malicious label")
         if self.category_separator is not None and not self.categories:
             raise ProfileError(f"profile {self.name!r}: category_separator without categories")
+        w = self.window_tokens
+        if w is not None and (not isinstance(w, int) or isinstance(w, bool) or w < 1):
+            raise ProfileError(f"profile {self.name!r}: window_tokens must be a positive number of tokens")
 
     @property
     def label_texts(self) -> tuple[str, ...]:
@@ -111,6 +118,7 @@ class ModelProfile:
             "category_separator": self.category_separator,
             "rationale_trained": self.rationale_trained,
             "hybrid_thinking": self.hybrid_thinking,
+            **({"window_tokens": self.window_tokens} if self.window_tokens is not None else {}),
             **self.extra,
         }
 
@@ -125,6 +133,7 @@ class ModelProfile:
             "category_separator",
             "rationale_trained",
             "hybrid_thinking",
+            "window_tokens",
         }
         try:
             labels = tuple(
@@ -144,6 +153,7 @@ class ModelProfile:
                 category_separator=data.get("category_separator"),
                 rationale_trained=bool(data.get("rationale_trained", True)),
                 hybrid_thinking=bool(data.get("hybrid_thinking", False)),
+                window_tokens=data.get("window_tokens"),
                 extra={k: v for k, v in data.items() if k not in known},
             )
         except (KeyError, TypeError, ValueError) as exc:

@@ -140,7 +140,8 @@ class ServerConfig:
         default=None,
         metadata=_opt(
             "Text or a document longer than this many model tokens is screened window by window, and the most "
-            "malicious window decides; default and upper bound: --max-text-tokens."
+            "malicious window decides; default: the window the model was trained on (window_tokens in its "
+            "promptgate.json), else --max-text-tokens, which is also the upper bound."
         ),
     )
     window_overlap_tokens: int = field(

@@ -50,7 +50,8 @@ class ScreeningLimits:
     max_batch_items: int = 1024
     max_documents: int = 16
     max_document_chars: int = 64000
-    # Windows over long text, in model tokens; None: as many as fit the model (max_text_tokens).
+    # Windows over long text, in model tokens; None: the model profile's window_tokens, else
+    # as many as fit the model (max_text_tokens).
     window_tokens: int | None = None
     window_overlap_tokens: int = 64
     # Most windows one text or document is cut into; past it INVALID_ARGUMENT names the cap.
@@ -69,16 +70,39 @@ class ScreeningLimits:
         )
 
 
-def window_starts(n: int, size: int, overlap: int) -> list[int]:
-    """Starts of windows of `size` over `n` tokens, each overlapping the next by at least `overlap`.
+def window_starts(n: int, size: int, overlap: int, begins_line: Callable[[int], bool] | None = None) -> list[int]:
+    """Starts of windows of `size` over `n` tokens, each overlapping the previous by at least `overlap`.
 
     The last window ends at the end, so every token is in a full window and none is left in
-    a short tail window the model has little context for.
+    a short tail window the model has little context for. With `begins_line` (does token i
+    begin a line?), a window begins at the latest token that begins a line within its
+    advance: a paragraph, where an injected instruction usually begins, is then read from its
+    first word, as the model was trained to read a text. A window never advances further than
+    without lines, so any run of `overlap` tokens still lies whole in one window; and two
+    windows in a row advance at least as far as one without lines, so there are at most
+    twice as many.
     """
     if n <= size:
         return [0]
     step = max(1, size - overlap)
-    return [*range(0, n - size, step), n - size]
+    if begins_line is None:
+        return [*range(0, n - size, step), n - size]
+    starts = [0]
+    while starts[-1] + size < n:
+        start = starts[-1]
+        furthest = min(start + step, n - size)
+        starts.append(next((i for i in range(furthest, start, -1) if begins_line(i)), furthest))
+    return starts
+
+
+def begins_line(text: str, offsets: Sequence[tuple[int, int]]) -> Callable[[int], bool]:
+    """Whether token i of `text` begins a line: it follows a line break and is not one itself."""
+
+    def test(i: int) -> bool:
+        start, end = offsets[i]
+        return start > 0 and text[start - 1] == "\n" and not text[start:end].isspace()
+
+    return test
 
 
 @dataclass(frozen=True)
@@ -254,7 +278,11 @@ class Screening:
 
     @property
     def window_tokens(self) -> int:
+        """Windows' size: the setting, else the window the model was trained on (its profile's),
+        else as many tokens as fit the model; never more than fit."""
         size = self.limits.window_tokens
+        if size is None:
+            size = self.engine.profile.window_tokens
         return self.engine.max_text_tokens if size is None else min(size, self.engine.max_text_tokens)
 
     def observe_batches(self, observer: Callable[[int], None] | None) -> None:
@@ -339,7 +367,8 @@ class Screening:
             return _Part([keep_both_ends(ids, limit_tokens)], whole, reading.cut or len(ids) > limit_tokens, signals)
         size = self.window_tokens
         # At most half a window shared, whatever the setting: windows must advance.
-        starts = window_starts(len(ids), size, min(self.limits.window_overlap_tokens, size // 2))
+        overlap = min(self.limits.window_overlap_tokens, size // 2)
+        starts = window_starts(len(ids), size, overlap, begins_line(reading.read, offsets))
         if len(starts) > self.limits.max_windows:
             raise InvalidInput(
                 f"{reading.what} is {len(ids)} tokens long: {len(starts)} windows of {size} tokens; the limit is "

@@ -43,6 +43,7 @@ __all__ = [
     "dump_recipe",
     "load_recipe",
     "parse_recipe",
+    "trained_window",
 ]
 
 Dtype = Literal["float32", "bfloat16", "float16"]
@@ -628,6 +629,16 @@ def parse_recipe(data: Any, *, source: str | None = None) -> Recipe:
     recipe = _build(Recipe, data, "")
     _check(recipe)
     return dataclasses.replace(recipe, source=source)
+
+
+def trained_window(recipe: Recipe) -> int | None:
+    """The longest text, in tokens, the recipe trains its model to read whole: the size of its
+    window pieces (`data.composites`), else `data.max_text_tokens`; None when neither is set.
+    The export records it in the model's profile, and the server windows long text by it."""
+    d = recipe.data
+    if d.composites is not None and d.composites.window_tokens is not None:
+        return d.composites.window_tokens
+    return d.max_text_tokens
 
 
 def load_recipe(path: str | Path, overrides: Sequence[str] = (), *, cwd: Path | None = None) -> Recipe:

@@ -44,7 +44,7 @@ from .dataset import (
     tokenize_rows,
 )
 from .export import RESOLVED_RECIPE, export_model, write_model_card
-from .recipe import Recipe, dump_recipe
+from .recipe import Recipe, dump_recipe, trained_window
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
@@ -466,7 +466,7 @@ def run_training(
     if d.composites is not None:
         c = d.composites
         before = len(train_rows)
-        window = c.window_tokens if c.window_tokens is not None else d.max_text_tokens
+        window = trained_window(recipe)
         assert window is not None  # the recipe check requires one
         train_rows = add_composites(
             train_rows,
@@ -549,6 +549,7 @@ def run_training(
         profile,
         rationale_trained=summary["reasoned"] > 0,
         hybrid_thinking=summary["fast"] > 0,
+        window_tokens=trained_window(recipe),
     )
     export_model(trainer.model, tokenizer, trained_profile, recipe_yaml, export_dir, dtype=recipe.export.dtype)
     say(f"exported to {export_dir}")
