@@ -153,10 +153,16 @@ def test_export_is_complete(trained: Path) -> None:
     assert "| `val.jsonl` | fast |" in card
     assert "resumed from `checkpoint-" in card
     formats = [json.loads(line) for line in (trained / "data" / "formats.jsonl").read_text().splitlines()]
-    # The 240 rows, then the recipe's obfuscated copies ("~family" after the original's id).
-    originals = [f for f in formats if "~" not in f["id"]]
-    copies = [f for f in formats if "~" in f["id"]]
+    # The 240 rows, then the recipe's obfuscated copies ("~family" after the original's id) and
+    # window pieces (FAST, at most the 64-token window, half of them malicious).
+    pieces = [f for f in formats if f["window_piece"]]
+    originals = [f for f in formats if "~" not in f["id"] and not f["window_piece"]]
+    copies = [f for f in formats if "~" in f["id"] and not f["window_piece"]]
     assert len(originals) == 240 and 0 < sum(f["format"] == "reasoned" for f in originals) < 240
+    share = resolved["data"]["composites"]["share"]
+    assert len(pieces) == 2 * round(share * 120) and {f["format"] for f in pieces} == {"fast"}
+    assert sum(f["id"].endswith("~buried") for f in pieces) == len(pieces) // 2
+    assert f"- Window pieces (data.composites): {len(pieces)} added" in card
     obfuscation = resolved["data"]["obfuscate"]
     assert {f["id"].split("~")[1] for f in copies} == set(obfuscation["families"])
     assert abs(len(copies) - obfuscation["share"] * 240) <= 2  # a share of each label, rounded

@@ -55,7 +55,7 @@ class ScreeningLimits:
     window_tokens: int | None = None
     window_overlap_tokens: int = 64
     # Most windows one text or document is cut into; past it INVALID_ARGUMENT names the cap.
-    max_windows: int = 64
+    max_windows: int = 256
 
     @classmethod
     def from_config(cls, config: ServerConfig) -> ScreeningLimits:

@@ -88,6 +88,8 @@ class TrainingRow:
     # a window piece with an attack inside (`add_composites`): the attack's id.
     obfuscation: str | None = None
     copy_of: str | None = None
+    # A window piece of benign rows, with or without an attack inside (`add_composites`).
+    window_piece: bool = False
     # What canonicalization found in the text (its signals), once it has run.
     signals: tuple[str, ...] = ()
 
@@ -240,10 +242,14 @@ def add_composites(
         if piece is None:  # the attack alone fills the window: the row itself is that window
             continue
         text, _ = piece
-        added.append(TrainingRow(f"{attack.id}~buried", text, "malicious", attack.category, None, copy_of=attack.id))
+        added.append(
+            TrainingRow(
+                f"{attack.id}~buried", text, "malicious", attack.category, None, copy_of=attack.id, window_piece=True
+            )
+        )
         clean = window_piece(filler, None, window_tokens, encode, rng)
         assert clean is not None  # filler alone always fits
-        added.append(TrainingRow(f"window-piece-{len(added)}", clean[0], "benign", None, None))
+        added.append(TrainingRow(f"window-piece-{len(added)}", clean[0], "benign", None, None, window_piece=True))
     return [*rows, *added]
 
 
@@ -365,6 +371,7 @@ class TokenizedSplit:
     dropped_long: int = 0
     uncategorized: Counter[str] = field(default_factory=Counter)
     obfuscated: Counter[str] = field(default_factory=Counter)
+    window_pieces: Counter[str] = field(default_factory=Counter)  # by label
 
     def __len__(self) -> int:
         return len(self.input_ids)
@@ -385,6 +392,7 @@ class TokenizedSplit:
             "dropped_long_texts": self.dropped_long,
             "malicious_without_known_category": dict(sorted(self.uncategorized.items())),
             "obfuscated_copies": dict(sorted(self.obfuscated.items())),
+            "window_pieces": dict(sorted(self.window_pieces.items())),
             "tokens_median": lengths[len(lengths) // 2] if lengths else 0,
             "tokens_max": lengths[-1] if lengths else 0,
             "tokens_total": sum(lengths),
@@ -435,4 +443,6 @@ def tokenize_rows(
         out.labels[row.label] += 1
         if row.obfuscation is not None:
             out.obfuscated[row.obfuscation] += 1
+        if row.window_piece:
+            out.window_pieces[row.label] += 1
     return out

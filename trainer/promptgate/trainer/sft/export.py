@@ -189,6 +189,12 @@ def write_model_card(
             f"- Obfuscated copies (data.obfuscate): {sum(copies.values())} added ({_counts(copies)})"
             + (f"; identical to their original once canonicalized: {_counts(same)}" if same else "")
         )
+    pieces = train_summary.get("window_pieces") or {}
+    if pieces:
+        lines.append(
+            f"- Window pieces (data.composites): {sum(pieces.values())} added ({_counts(pieces)}), each at most "
+            f"the {profile.window_tokens} tokens the server windows long text by"
+        )
     if files.limited_from is not None:
         lines.append(f"- Subset: {train_summary['examples']} of {files.limited_from} training examples (data.limit)")
     if files.prepare_summary:

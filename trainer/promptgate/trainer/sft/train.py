@@ -402,6 +402,7 @@ def _write_formats(path: Path, rows: Sequence[Any], split: TokenizedSplit) -> No
                 "tokens": lengths[row.id],
                 "rationale": row.rationale,
                 "obfuscation": row.obfuscation,
+                "window_piece": row.window_piece,
                 "canonical_signals": list(row.signals),
             }
             fh.write(json.dumps(record, ensure_ascii=False) + "\n")
