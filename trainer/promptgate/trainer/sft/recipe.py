@@ -151,7 +151,8 @@ class CompositesSection:
     (label malicious, the row's category); and as many pieces of benign rows alone (label
     benign). Each piece is at most `window_tokens` tokens (default: `data.max_text_tokens`), so
     training's cut to its text budget never removes the attack. FAST format (no rationale).
-    Serve the model with `--window-tokens` of the same size.
+    The export records the size in the model's profile (`window_tokens`), and the server
+    windows long text by it.
     """
 
     share: float = 0.2
