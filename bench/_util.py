@@ -298,6 +298,22 @@ def vllm_serve_command(model: str, port: int, *, expert: bool, engine: Sequence[
     return cmd
 
 
+def lower_vllm_serve_engine_priority(by: int) -> dict[int, int]:
+    """Lower the priority of the engine processes of every `vllm serve` this process started
+    (their API servers stay as they are) by `by`, as promptgate lowers its own engine's on CPU:
+    the peer given the same scheduling. Returns each changed process's niceness."""
+    import psutil
+
+    from promptgate.server.engine.priority import lower_priority
+
+    engines: set[int] = set()
+    for child in psutil.Process().children():
+        with contextlib.suppress(psutil.Error):
+            if "vllm.entrypoints.openai.api_server" in child.cmdline():
+                engines |= {p.pid for p in child.children(recursive=True)}
+    return lower_priority(engines, by)
+
+
 @contextlib.contextmanager
 def vllm_serve(model: str, *, expert: bool, engine: Sequence[str] = (), timeout: float = 900) -> Iterator[str]:
     """`vllm serve` in its own process until /health answers; yields its base URL."""

@@ -84,10 +84,14 @@ def screen_local(model: str, path: Path, work: Path, args: argparse.Namespace, *
             "probabilities": [by_id.get(str(i)) for i in range(n)]}  # fmt: skip
 
 
-def offline_command(model: str, path: Path, out: Path, args: argparse.Namespace) -> list[str]:
-    """bench.offline over `path` with `add_engine_arguments`' settings."""
+def offline_command(
+    model: str, path: Path, out: Path, args: argparse.Namespace, *, engine_niceness: int = 0
+) -> list[str]:
+    """bench.offline over `path` with `add_engine_arguments`' settings (and its engine's priority
+    lowered by `engine_niceness`, as promptgate's is on CPU)."""
     cmd = [sys.executable, "-m", "bench.offline", str(path), "--model", model, "--out", str(out),
-           "--dtype", args.dtype, "--max-model-len", str(args.max_model_len)]  # fmt: skip
+           "--dtype", args.dtype, "--max-model-len", str(args.max_model_len),
+           "--engine-niceness", str(engine_niceness)]  # fmt: skip
     if args.enforce_eager:
         cmd.append("--enforce-eager")
     if args.max_num_batched_tokens:
@@ -97,8 +101,10 @@ def offline_command(model: str, path: Path, out: Path, args: argparse.Namespace)
     return cmd
 
 
-def offline(model: str, path: Path, work: Path, args: argparse.Namespace) -> dict[str, Any]:
-    cmd = offline_command(model, path, work / f"{path.stem}.llm.jsonl", args)
+def offline(
+    model: str, path: Path, work: Path, args: argparse.Namespace, *, engine_niceness: int = 0
+) -> dict[str, Any]:
+    cmd = offline_command(model, path, work / f"{path.stem}.llm.jsonl", args, engine_niceness=engine_niceness)
     done = subprocess.run(cmd, env=cpu_engine_env(), cwd=REPO, capture_output=True, text=True, timeout=3600)
     if done.returncode != 0:
         raise RuntimeError(f"bench.offline failed:\n{done.stderr[-3000:]}")
@@ -128,9 +134,12 @@ def agreement(a: list[float | None], b: list[float | None], texts: list[str]) ->
 
 def run_pairs(
     model: str, args: argparse.Namespace, *, unique: int, zipf: int, work: Path, exponent: float = 1.0,
-    no_cache_run: bool = False,
+    no_cache_run: bool = False, peer_engine_niceness: int = 0,
 ) -> dict[str, dict[str, Any]]:  # fmt: skip
-    """Each input screened by LLM.generate, then by screen --local; per input: rates, ratio, agreement."""
+    """Each input screened by LLM.generate, then by screen --local; per input: rates, ratio, agreement.
+
+    peer_engine_niceness: LLM.generate's engine processes run this much lower (0: as vLLM runs them).
+    """
     work.mkdir(parents=True, exist_ok=True)
     inputs = {"unique": write_input(work / "unique.jsonl", load_queries(unique))} if unique else {}
     if zipf:
@@ -139,7 +148,7 @@ def run_pairs(
     for name, path in inputs.items():
         with open(path, encoding="utf-8") as fh:
             texts = [json.loads(line)["text"] for line in fh]
-        peer = offline(model, path, work, args)
+        peer = offline(model, path, work, args, engine_niceness=peer_engine_niceness)
         ours = screen_local(model, path, work, args)
         run = {
             "rows": len(texts),

@@ -34,6 +34,10 @@ def main() -> int:
     # Run alone, vLLM's own defaults; every pair passes its settings (bench.bulk.offline_command).
     parser.set_defaults(dtype="auto", max_model_len=None, enforce_eager=False)
     parser.add_argument("--ready", type=Path, help="write this file once the engine is loaded (bench.profile)")
+    parser.add_argument(
+        "--engine-niceness", type=int, default=0,
+        help="lower the engine processes' priority by this much, as promptgate does on CPU (default 0: as vLLM runs)",
+    )  # fmt: skip
     args = parser.parse_args()
 
     import os
@@ -50,6 +54,10 @@ def main() -> int:
     config = engine_config(args, model=args.model)
     kwargs = engine_kwargs(config.vllm_settings(20, offline=True), str(current_platform.device_type), args.model)
     llm = LLM(**kwargs)
+    if args.engine_niceness:
+        from promptgate.server.engine.priority import descendants, lower_priority
+
+        lower_priority(descendants(), args.engine_niceness)  # every process LLM started is the engine's
     sched = llm.llm_engine.vllm_config.scheduler_config
     engine = {**kwargs, "max_num_batched_tokens": sched.max_num_batched_tokens, "max_num_seqs": sched.max_num_seqs}
 

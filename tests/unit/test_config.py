@@ -44,6 +44,8 @@ def test_flags_win_over_environment_which_wins_over_defaults() -> None:
         ({"PROMPTGATE_PORT": "http"}, "--port / PROMPTGATE_PORT: cannot parse 'http'"),
         ({"PROMPTGATE_ENGINE": "tensorrt"}, "'tensorrt' is not one of"),
         ({"PROMPTGATE_MAX_TEXT_CHARS": "0"}, "--max-text-chars / PROMPTGATE_MAX_TEXT_CHARS: must be > 0"),
+        ({"PROMPTGATE_ENGINE_NICENESS": "20"}, "--engine-niceness / PROMPTGATE_ENGINE_NICENESS: 20 is not in 0 to 19"),
+        ({"PROMPTGATE_ENGINE_NICENESS": "-1"}, "--engine-niceness / PROMPTGATE_ENGINE_NICENESS: -1 is not in 0 to 19"),
     ],
 )
 def test_invalid_values_are_reported_with_flag_and_variable(env: dict[str, str], message: str) -> None:
@@ -148,6 +150,7 @@ def test_engine_settings_are_built_from_the_config() -> None:
         enforce_eager=True,
         kv_cache_memory_gib=4.0,
         block_size=16,
+        engine_niceness=5,
     )
     config = ServerConfig(
         default_mode="auto",

@@ -47,6 +47,15 @@ def test_engine_death_turns_not_serving_and_exits_non_zero(tiny_model: Path) -> 
             assert client.classify("hello", mode="fast").mode.value == "fast"
         engine_processes = _descendants(proc.pid)
         assert engine_processes, "vLLM runs its engine core in child processes"
+        # On CPU the engine's processes run 10 below the server, every thread of them, so
+        # that their spin-waits give way to the front end (engine/priority.py).
+        named = {pid: Path(f"/proc/{pid}/comm").read_text().strip() for pid in engine_processes}
+        for name in ("VLLM::EngineCor", "VLLM::Worker"):  # comm is cut to 15 characters
+            assert any(v.startswith(name) for v in named.values()), named
+        expected = min(19, os.getpriority(os.PRIO_PROCESS, proc.pid) + 10)
+        for pid in engine_processes:
+            threads = [int(tid) for tid in os.listdir(f"/proc/{pid}/task")]
+            assert {os.getpriority(os.PRIO_PROCESS, tid) for tid in threads} == {expected}, named[pid]
         for pid in engine_processes:
             os.kill(pid, signal.SIGKILL)
         _, stderr = proc.communicate(timeout=120)

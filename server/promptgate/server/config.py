@@ -20,7 +20,7 @@ from typing import Annotated, Any, TypeVar
 
 from .canonicalize import CanonicalizeOptions
 from .domain import Mode
-from .settings import ScreeningSettings, VllmSettings
+from .settings import MAX_NICENESS, ScreeningSettings, VllmSettings
 
 ENV_PREFIX = "PROMPTGATE_"
 DEFAULT_MODEL = "sarthakrastogi/narasimha-b-0.6b"
@@ -198,6 +198,14 @@ class ServerConfig:
         default=False,
         metadata=_opt("vLLM: skip CUDA graphs and torch.compile (starts faster, runs slower); true or false."),
     )
+    engine_niceness: int | None = field(
+        default=None,
+        metadata=_opt(
+            "vLLM: niceness added to the engine's processes, so that their spin-waits give way to the front end "
+            "that feeds them (0 to 19; 0 leaves them as they are). Default: 10 on CPU, where they share cores, "
+            "0 on GPU."
+        ),
+    )
     max_engine_batch: int = field(default=32, metadata=_opt("Transformers engine: most sequences in one forward pass."))
     max_engine_batch_tokens: int = field(
         default=16384, metadata=_opt("Transformers engine: most padded tokens in one forward pass.")
@@ -354,6 +362,8 @@ class ServerConfig:
         problems += [
             f"{_names(n)}: must be >= 1" for n in ("tensor_parallel_size", "data_parallel_size") if getattr(self, n) < 1
         ]
+        if self.engine_niceness is not None and not 0 <= self.engine_niceness <= MAX_NICENESS:
+            problems.append(f"{_names('engine_niceness')}: {self.engine_niceness} is not in 0 to {MAX_NICENESS}")
         if self.window_overlap_tokens < 0:
             problems.append(f"{_names('window_overlap_tokens')}: must be >= 0")
         if self.window_tokens is not None and self.window_overlap_tokens >= self.window_tokens:

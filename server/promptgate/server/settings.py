@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 from .domain import Mode
 
-__all__ = ["ScreeningSettings", "VllmSettings"]
+__all__ = ["MAX_NICENESS", "ScreeningSettings", "VllmSettings"]
 
 
 @dataclass(frozen=True)
@@ -23,6 +23,9 @@ class ScreeningSettings:
     max_rationale_tokens: int = 128
     # Cap on query tokens; None: what fits the model. Above what fits is a config error.
     max_text_tokens: int | None = None
+
+
+MAX_NICENESS = 19  # POSIX: niceness runs from -20 (highest priority) to 19 (lowest)
 
 
 @dataclass(frozen=True)
@@ -46,3 +49,6 @@ class VllmSettings:
     # Bulk screening in this process (screen --local, Ray, eval) rather than a server: vLLM's
     # offline defaults for the engine step (see VllmBackend.start).
     offline: bool = False
+    # How much lower than this process the engine's processes run (niceness added); None: 10
+    # on CPU, where they share cores with the front end, 0 elsewhere (engine/priority.py).
+    engine_niceness: int | None = None
