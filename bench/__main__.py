@@ -92,7 +92,8 @@ def engine_settings(args: argparse.Namespace) -> tuple[list[str], list[str]]:
     promptgate = promptgate_engine_flags(args)
     kwargs = engine_kwargs(config.vllm_settings(20), str(current_platform.device_type), "-")
     # The model is positional; the rest vllm_serve_command sets for the expert.
-    skip = ("model", "disable_log_stats", "max_logprobs", "logprobs_mode", "enable_prefix_caching")
+    skip = ("model", "disable_log_stats", "max_logprobs", "logprobs_mode", "enable_prefix_caching",
+            "skip_tokenizer_init")  # fmt: skip
     return promptgate, cli_flags({k: v for k, v in kwargs.items() if k not in skip})
 
 
