@@ -134,10 +134,20 @@ def write_json(report: Any, out: Path | None, indent: int = 2) -> None:
         out.write_text(text + "\n")
 
 
+_HANDED_OUT: set[int] = set()
+
+
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A port free now, never one this process has handed out before (the tests use it too):
+    the kernel may give the same free port to two calls in a row, and two servers started
+    together then collide (a test's two servers once both got 41455 as their metrics port)."""
+    while True:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        if port not in _HANDED_OUT:
+            _HANDED_OUT.add(port)
+            return port
 
 
 def wait_serving(target: str, proc: subprocess.Popen[bytes], timeout: float) -> None:

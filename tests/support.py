@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import socket
 import threading
 import time
 from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any, TypeVar
 
+from bench._util import free_port as free_port  # re-exported: the tests take their ports from here
 from promptgate.server import ServerConfig, create_server
 from promptgate.server.app import ServerHandle
 
@@ -125,12 +125,6 @@ class BackgroundServer:
         if self.loop.is_running():
             self.loop.call_soon_threadsafe(self.loop.stop)
             self._thread.join(10)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def wait_serving(target: str, timeout: float = 180) -> None:
