@@ -6,7 +6,9 @@ times (ABAB...), so a change in the machine's load falls on both sides alike. An
 uses no CPU. Pairs: FAST Classify x 64 / unary completions x 64; ClassifyBatch and
 ClassifyStream / batch completions (256 per request); REASONED and AUTO Classify x 64 /
 completions x 64. Then the bulk pair, screen --local / LLM.generate, on unique queries and on
-the Zipf log (bench.bulk), alternated the same way. Prints and writes every run, each round's
+the Zipf log (bench.bulk), alternated the same way. With --peer-engine-niceness N (10 by
+default; 0: none) it adds labelled rows with the peers' engine processes reniced by N, the
+scheduling promptgate gives its own engine on CPU. Prints and writes every run, each round's
 ratio and the median ratio, with the load average around each round.
 """
 
