@@ -121,7 +121,8 @@ class VllmBackend:
         # runs it: its OpenAI server's for a server, its offline `LLM` class's (larger steps)
         # for bulk screening, so each matches the vLLM peer it is compared with.
         usage = UsageContext.LLM_CLASS if self.settings.offline else UsageContext.OPENAI_API_SERVER
-        before = descendants()
+        # Reading /proc for every process is blocking work: off the event loop, like the load.
+        before = await asyncio.to_thread(descendants)
         # Construction starts the engine-core process and blocks until the model is
         # loaded: keep it off the event loop so health and UNAVAILABLE keep answering.
         self._engine = await asyncio.to_thread(AsyncLLM.from_engine_args, args, usage_context=usage)
@@ -130,7 +131,8 @@ class VllmBackend:
             niceness = _CPU_ENGINE_NICENESS if self.device == "cpu" else 0
         if niceness:
             # The processes construction started are the engine's (core and workers).
-            self.engine_niceness = lower_priority(descendants() - before, niceness)
+            by = niceness
+            self.engine_niceness = await asyncio.to_thread(lambda: lower_priority(descendants() - before, by))
             log.info("engine priority lowered", niceness_added=niceness, processes=sorted(self.engine_niceness))
         config = self._engine.model_config
         self.max_model_len = int(config.max_model_len)
