@@ -104,8 +104,6 @@ class VllmBackend:
         # Prefix-cache accounting: prompt tokens sent, and how many of them the cache served.
         self.prompt_tokens = 0
         self.cached_tokens = 0
-        # The engine's processes whose priority start() lowered, with their niceness.
-        self.engine_niceness: dict[int, int] = {}
 
     # -- lifecycle ---------------------------------------------------------------------
 
@@ -132,8 +130,8 @@ class VllmBackend:
         if niceness:
             # The processes construction started are the engine's (core and workers).
             by = niceness
-            self.engine_niceness = await asyncio.to_thread(lambda: lower_priority(descendants() - before, by))
-            log.info("engine priority lowered", niceness_added=niceness, processes=sorted(self.engine_niceness))
+            lowered = await asyncio.to_thread(lambda: lower_priority(descendants() - before, by))
+            log.info("engine priority lowered", niceness_added=niceness, processes=sorted(lowered))
         config = self._engine.model_config
         self.max_model_len = int(config.max_model_len)
         self.dtype = str(config.dtype).removeprefix("torch.")
