@@ -101,8 +101,12 @@ def test_serve_loads_serves_and_stops_cleanly_on_sigterm(tiny_model: Path) -> No
         if proc.poll() is None:
             proc.kill()
     assert proc.returncode == 0, stderr
-    events = [json.loads(line)["event"] for line in stderr.splitlines() if line.startswith("{")]
+    lines = [json.loads(line) for line in stderr.splitlines() if line.startswith("{")]
+    events = [line["event"] for line in lines]
     assert events[:2] == ["config", "listening"] and "serving" in events and events[-1] == "stopped"
+    # The loaded process's heap is frozen before it serves (heap.py says why).
+    frozen = events.index("startup heap frozen")
+    assert frozen < events.index("serving") and lines[frozen]["objects"] > 10_000
     queries = [json.loads(line) for line in stderr.splitlines() if line.startswith('{"rpc"')]
     assert queries and "hi there" not in stderr  # one line per query, without the raw text
     assert {"id", "mode", "verdict", "latency_ms"} <= set(queries[0])

@@ -25,6 +25,7 @@ from promptgate.v1 import classifier_pb2_grpc as pb_grpc
 
 from .config import ServerConfig
 from .engine import Engine, load_engine
+from .heap import freeze_startup_heap, thaw_heap
 from .interceptors import RpcEnvelopeInterceptor
 from .logs import configure_logging, get_logger
 from .metrics import ServerMetrics
@@ -212,6 +213,7 @@ async def serve(config: ServerConfig) -> int:
     exit_code = 0
     if loading.done() and loading.exception() is None:
         screening = handle.screening_for(loading.result())
+        freeze_startup_heap()
         await handle.attach(screening)
         engine_name = screening.describe().engine.name
         log.info("serving", model=config.model, engine=engine_name)
@@ -231,6 +233,7 @@ async def serve(config: ServerConfig) -> int:
         await asyncio.gather(loading, return_exceptions=True)
     log.info("shutting down", grace_period=config.grace_period)
     await handle.close(grace=config.grace_period)
+    thaw_heap()
     stopping.cancel()
     log.info("stopped", exit_code=exit_code)
     return exit_code

@@ -19,6 +19,7 @@ from .config import ServerConfig
 from .convert import response_for
 from .domain import Document, Query
 from .errors import ScreeningError
+from .heap import freeze_startup_heap, thaw_heap
 from .screening import Screening
 
 __all__ = ["LocalScreener", "RayScreeningWorker", "as_served"]
@@ -46,7 +47,9 @@ class LocalScreener:
     async def load(
         cls, config: ServerConfig, *, mode: str | None, threshold: float | None, window: int
     ) -> LocalScreener:
-        return cls(await Screening.load(config, offline=True), mode=mode, threshold=threshold, window=window)
+        screening = await Screening.load(config, offline=True)
+        freeze_startup_heap()  # this screener owns its process (screen --local): heap.py says why
+        return cls(screening, mode=mode, threshold=threshold, window=window)
 
     async def classify(
         self, records: AsyncIterator[Record]
@@ -60,6 +63,7 @@ class LocalScreener:
 
     async def close(self) -> None:
         await self.screening.close()
+        thaw_heap()
 
 
 class RayScreeningWorker:
@@ -73,6 +77,7 @@ class RayScreeningWorker:
         self.loop = asyncio.new_event_loop()
         self.mode, self.threshold = mode, threshold
         self.screening = self.loop.run_until_complete(Screening.load(config, offline=True))
+        freeze_startup_heap()  # the actor's process is this engine's
 
     def __call__(self, batch: dict[str, Any]) -> dict[str, list[Any]]:
         queries = [
