@@ -71,6 +71,9 @@ async def map_unordered_batches(
     items: AsyncIterable[T] | Iterable[T],
     start: Callable[[list[T]], Awaitable[Sequence[Awaitable[R]]]],
     window: int,
+    *,
+    gather: int = 1,
+    linger: float = 0.0,
 ) -> AsyncIterator[R]:
     """`map_unordered`, with the items that are ready started together.
 
@@ -80,9 +83,17 @@ async def map_unordered_batches(
     window, and a slow one an item at a time. The window, the order and the errors are as in
     `map_unordered`: a slot is taken when an item is read and given back once its result has
     been taken.
+
+    `gather`, `linger`: while earlier items are still running, a batch smaller than `gather`
+    waits up to `linger` seconds for more items to arrive. An input that arrives an item at
+    a time (a gRPC stream is read one message per event-loop turn) is then started in groups,
+    and the wait costs nothing while the work in flight keeps the engine busy. With nothing
+    in flight a batch starts at once.
     """
     if window < 1:
         raise ValueError("window must be >= 1")
+    if gather < 1 or linger < 0:
+        raise ValueError("gather must be >= 1 and linger >= 0")
     slots = asyncio.Semaphore(window)
     ready: asyncio.Queue[object] = asyncio.Queue()  # read, not started
     done: asyncio.Queue[object] = asyncio.Queue()  # finished futures, then _END
@@ -105,6 +116,17 @@ async def map_unordered_batches(
         running.discard(future)
         done.put_nowait(future)
 
+    async def gather_more(batch: list[object]) -> None:
+        """Add the items that arrive within `linger`, until the batch has `gather` (or the end)."""
+        try:
+            async with asyncio.timeout(linger):
+                while len(batch) < gather and batch[-1] is not _END:
+                    batch.append(await ready.get())  # cancelled by the timeout: no item is lost
+                    while not ready.empty():
+                        batch.append(ready.get_nowait())
+        except TimeoutError:
+            pass
+
     async def starter() -> None:
         try:
             ended = False
@@ -112,6 +134,8 @@ async def map_unordered_batches(
                 batch = [await ready.get()]
                 while not ready.empty():
                     batch.append(ready.get_nowait())
+                if running and len(batch) < gather and batch[-1] is not _END and linger > 0:
+                    await gather_more(batch)
                 if batch[-1] is _END:
                     ended = True
                     batch.pop()

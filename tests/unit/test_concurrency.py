@@ -53,6 +53,71 @@ async def test_a_slow_input_is_started_an_item_at_a_time() -> None:
     assert batches == [[x] for x in range(5)]
 
 
+async def test_while_work_is_in_flight_an_item_at_a_time_input_is_gathered_into_groups() -> None:
+    """As a gRPC stream arrives (one message per event-loop turn): `gather` groups it while the
+    first item's work runs; without it, every item starts alone."""
+
+    async def one_per_turn():
+        for x in range(10):
+            await asyncio.sleep(0)
+            yield x
+
+    async def batches_of(**gathering: float) -> list[list[int]]:
+        release = asyncio.Event()
+        batches: list[list[int]] = []
+
+        async def work(x: int) -> int:
+            if x == 0:
+                await release.wait()  # in flight until the rest has been started
+            return x
+
+        async def start(batch: list[int]) -> list[asyncio.Future[int]]:
+            batches.append(batch)
+            if batch[-1] == 9:
+                release.set()
+            return [asyncio.ensure_future(work(x)) for x in batch]
+
+        out = [y async for y in map_unordered_batches(one_per_turn(), start, window=16, **gathering)]
+        assert sorted(out) == list(range(10))
+        return batches
+
+    assert await batches_of() == [[x] for x in range(10)]
+    assert await batches_of(gather=4, linger=5.0) == [[0], [1, 2, 3, 4], [5, 6, 7, 8], [9]]
+
+
+async def test_a_batch_waits_no_longer_than_linger_and_not_at_all_with_nothing_in_flight() -> None:
+    async def spaced():
+        for x in range(3):
+            await asyncio.sleep(0.05)
+            yield x
+
+    async def start(batch: list[int]) -> list[asyncio.Future[int]]:
+        return [asyncio.ensure_future(asyncio.sleep(0, x)) for x in batch]
+
+    # Each item's work ends before the next arrives: nothing waits for the 60 s linger.
+    loop = asyncio.get_running_loop()
+    began = loop.time()
+    assert [y async for y in map_unordered_batches(spaced(), start, window=8, gather=32, linger=60.0)] == [0, 1, 2]
+    assert loop.time() - began < 5
+
+    async def stuck(batch: list[int]) -> list[asyncio.Future[int]]:
+        return [asyncio.ensure_future(asyncio.sleep(3600 if x == 0 else 0, x)) for x in batch]
+
+    # With the first item stuck in flight, the second still starts once the linger is over.
+    stream = map_unordered_batches(spaced(), stuck, window=8, gather=32, linger=0.01)
+    assert await asyncio.wait_for(stream.__anext__(), 5) == 1
+    await stream.aclose()
+
+
+async def test_gathering_settings_are_checked() -> None:
+    async def start(batch: list[int]) -> list[asyncio.Future[int]]:
+        return [asyncio.ensure_future(asyncio.sleep(0, x)) for x in batch]
+
+    for bad in ({"gather": 0}, {"linger": -1.0}):
+        with pytest.raises(ValueError, match="gather must be >= 1 and linger >= 0"):
+            await map_unordered_batches(range(3), start, window=4, **bad).__anext__()  # type: ignore[arg-type]
+
+
 async def test_failures_end_the_iteration_and_closing_cancels_the_work() -> None:
     async def start(batch: list[int]) -> list[asyncio.Future[int]]:
         async def one(x: int) -> int:

@@ -31,6 +31,13 @@ from .metrics import ServerMetrics
 from .screening import Screening
 
 RETRY_PUSHBACK_KEY = "grpc-retry-pushback-ms"  # honoured by gRPC's own client retry policy
+# A stream's requests arrive one per event-loop turn, so each was started alone: its own
+# tokenizer call and engine submission on the event loop. While the stream has queries in
+# flight, the server waits up to 2 ms for 32 (the screening path's read chunk) and starts
+# them together. With vLLM on the 2-core CPU machine, ClassifyStream of 3,000 FAST queries
+# went from 940-1,080 to 1,200 q/s and the event loop's CPU from 0.63-0.74 to 0.27 ms a query.
+_STREAM_GATHER = 32
+_STREAM_LINGER_S = 0.002
 
 
 class ClassifierServicer(pb_grpc.ClassifierServiceServicer):
@@ -147,7 +154,9 @@ class ClassifierServicer(pb_grpc.ClassifierServiceServicer):
             return response_for(request_id, await task, model)
 
         # The requests read while earlier ones were being started are started together.
-        return map_unordered_batches(numbered(), start, self.config.max_stream_inflight)
+        return map_unordered_batches(
+            numbered(), start, self.config.max_stream_inflight, gather=_STREAM_GATHER, linger=_STREAM_LINGER_S
+        )
 
     def model_info(self) -> pb.GetModelInfoResponse:
         if self.info is None:
