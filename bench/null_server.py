@@ -18,6 +18,7 @@ from collections.abc import Sequence
 from promptgate.profiles import PromptBuilder, resolve_profile
 from promptgate.server import ServerConfig, create_server
 from promptgate.server.engine import BackendStats, Generation, ScreeningEngine, ScreeningSettings
+from promptgate.server.heap import freeze_startup_heap
 
 
 class NullBackend:
@@ -56,6 +57,7 @@ async def run(model: str, port: int) -> None:
     await handle.start()
     builder = PromptBuilder(AutoTokenizer.from_pretrained(model), resolve_profile(model))
     engine = ScreeningEngine(model_id=model, backend=NullBackend(), builder=builder, settings=ScreeningSettings())
+    freeze_startup_heap()  # as `promptgate serve` does once its engine is loaded
     await handle.attach_engine(engine)
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
