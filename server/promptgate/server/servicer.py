@@ -35,7 +35,8 @@ RETRY_PUSHBACK_KEY = "grpc-retry-pushback-ms"  # honoured by gRPC's own client r
 # tokenizer call and engine submission on the event loop. While the stream has queries in
 # flight, the server waits up to 2 ms for 32 (the screening path's read chunk) and starts
 # them together. With vLLM on the 2-core CPU machine, ClassifyStream of 3,000 FAST queries
-# went from 940-1,080 to 1,200 q/s and the event loop's CPU from 0.63-0.74 to 0.27 ms a query.
+# went from 936-1,080 to 1,206-1,213 q/s and the event loop's CPU from 0.63-0.74 to 0.25-0.26 ms a
+# query (`python -m bench.threads`).
 _STREAM_GATHER = 32
 _STREAM_LINGER_S = 0.002
 
