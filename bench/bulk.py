@@ -85,13 +85,17 @@ def screen_local(model: str, path: Path, work: Path, args: argparse.Namespace, *
 
 
 def offline_command(
-    model: str, path: Path, out: Path, args: argparse.Namespace, *, engine_niceness: int = 0
-) -> list[str]:
+    model: str, path: Path, out: Path, args: argparse.Namespace, *, engine_niceness: int = 0,
+    freeze_heap: bool = False,
+) -> list[str]:  # fmt: skip
     """bench.offline over `path` with `add_engine_arguments`' settings (and its engine's priority
-    lowered by `engine_niceness`, as promptgate's is on CPU)."""
+    lowered by `engine_niceness`, as promptgate's is on CPU; its startup heap frozen with
+    `freeze_heap`, as promptgate's screen --local freezes its own)."""
     cmd = [sys.executable, "-m", "bench.offline", str(path), "--model", model, "--out", str(out),
            "--dtype", args.dtype, "--max-model-len", str(args.max_model_len),
            "--engine-niceness", str(engine_niceness)]  # fmt: skip
+    if freeze_heap:
+        cmd.append("--freeze-heap")
     if args.enforce_eager:
         cmd.append("--enforce-eager")
     if args.max_num_batched_tokens:
@@ -102,9 +106,11 @@ def offline_command(
 
 
 def offline(
-    model: str, path: Path, work: Path, args: argparse.Namespace, *, engine_niceness: int = 0
-) -> dict[str, Any]:
-    cmd = offline_command(model, path, work / f"{path.stem}.llm.jsonl", args, engine_niceness=engine_niceness)
+    model: str, path: Path, work: Path, args: argparse.Namespace, *, engine_niceness: int = 0,
+    freeze_heap: bool = False,
+) -> dict[str, Any]:  # fmt: skip
+    out = work / f"{path.stem}.llm.jsonl"
+    cmd = offline_command(model, path, out, args, engine_niceness=engine_niceness, freeze_heap=freeze_heap)
     done = subprocess.run(cmd, env=cpu_engine_env(), cwd=REPO, capture_output=True, text=True, timeout=3600)
     if done.returncode != 0:
         raise RuntimeError(f"bench.offline failed:\n{done.stderr[-3000:]}")
@@ -134,11 +140,13 @@ def agreement(a: list[float | None], b: list[float | None], texts: list[str]) ->
 
 def run_pairs(
     model: str, args: argparse.Namespace, *, unique: int, zipf: int, work: Path, exponent: float = 1.0,
-    no_cache_run: bool = False, peer_engine_niceness: int = 0,
+    no_cache_run: bool = False, peer_engine_niceness: int = 0, peer_freeze_heap: bool = False,
 ) -> dict[str, dict[str, Any]]:  # fmt: skip
     """Each input screened by LLM.generate, then by screen --local; per input: rates, ratio, agreement.
 
     peer_engine_niceness: LLM.generate's engine processes run this much lower (0: as vLLM runs them).
+    peer_freeze_heap: LLM.generate's process freezes its startup heap, as screen --local does
+    (vLLM's `LLM` does not; its API server does).
     """
     work.mkdir(parents=True, exist_ok=True)
     inputs = {"unique": write_input(work / "unique.jsonl", load_queries(unique))} if unique else {}
@@ -148,7 +156,7 @@ def run_pairs(
     for name, path in inputs.items():
         with open(path, encoding="utf-8") as fh:
             texts = [json.loads(line)["text"] for line in fh]
-        peer = offline(model, path, work, args, engine_niceness=peer_engine_niceness)
+        peer = offline(model, path, work, args, engine_niceness=peer_engine_niceness, freeze_heap=peer_freeze_heap)
         ours = screen_local(model, path, work, args)
         run = {
             "rows": len(texts),
@@ -175,6 +183,8 @@ def main() -> int:
     parser.add_argument("--zipf-exponent", type=float, default=1.0)
     add_engine_arguments(parser)
     parser.add_argument("--no-cache-run", action="store_true", help="also screen each input with the cache off")
+    parser.add_argument("--peer-freeze-heap", action="store_true",
+                        help="LLM.generate's process freezes its startup heap, as screen --local does")  # fmt: skip
     parser.add_argument("--out", type=Path, help="write the report as JSON here too")
     args = parser.parse_args()
 
@@ -183,7 +193,7 @@ def main() -> int:
     if model is None:
         model = tiny_model(work / "tiny", profile="narasimha-b")
     runs = run_pairs(model, args, unique=args.unique, zipf=args.zipf, work=work, exponent=args.zipf_exponent,
-                     no_cache_run=args.no_cache_run)  # fmt: skip
+                     no_cache_run=args.no_cache_run, peer_freeze_heap=args.peer_freeze_heap)  # fmt: skip
     write_json({"model": model, "cpu_count": os.cpu_count(), "load_average": os.getloadavg(), "runs": runs}, args.out)
     return 0
 

@@ -8,8 +8,10 @@ ClassifyStream / batch completions (256 per request); REASONED and AUTO Classify
 completions x 64. Then the bulk pair, screen --local / LLM.generate, on unique queries and on
 the Zipf log (bench.bulk), alternated the same way. With --peer-engine-niceness N (10 by
 default; 0: none) it adds labelled rows with the peers' engine processes reniced by N, the
-scheduling promptgate gives its own engine on CPU. Prints and writes every run, each round's
-ratio and the median ratio, with the load average around each round.
+scheduling promptgate gives its own engine on CPU. With --peer-freeze-heap (the default) it
+adds labelled bulk rows with LLM.generate's startup heap frozen, as screen --local freezes its
+own. Prints and writes every run, each round's ratio and the median ratio, with the load
+average around each round.
 """
 
 from __future__ import annotations
@@ -46,6 +48,10 @@ def main() -> int:
     parser.add_argument(
         "--peer-engine-niceness", type=int, default=10,
         help="extra rows with the peers' engine processes this much lower, as promptgate runs its own on CPU; 0: none",
+    )  # fmt: skip
+    parser.add_argument(
+        "--peer-freeze-heap", action=argparse.BooleanOptionalAction, default=True,
+        help="extra bulk rows with LLM.generate's startup heap frozen, as screen --local freezes its own",
     )  # fmt: skip
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
@@ -113,28 +119,29 @@ def main() -> int:
     if not args.no_bulk:
         from bench.bulk import run_pairs
 
-        for name in ("unique", "zipf"):
+        def bulk(name: str, label: str = "", **peer: Any) -> None:
+            """The bulk pair on one input (unique or zipf), --rounds times; `peer`: run_pairs' peer options."""
             runs = []
+            sizes = {"unique": 1517, "zipf": 0} if name == "unique" else {"unique": 0, "zipf": 2000}
             for k in range(args.rounds):
                 before = os.getloadavg()[0]
-                sizes = {"unique": 1517, "zipf": 0} if name == "unique" else {"unique": 0, "zipf": 2000}
-                run = run_pairs(model, args, **sizes, work=work / f"bulk-{name}-{k}")
-                r = run[name]
+                row = len(report["pairs"])  # each row's runs in a folder of their own
+                r = run_pairs(model, args, **sizes, work=work / f"bulk-{row}-{name}-{k}", **peer)[name]
                 runs.append({"screen_local_rows_per_s": r["screen_local_rows_per_s"],
                              "llm_generate_rows_per_s": r["llm_generate_rows_per_s"], "ratio": r["ratio"],
                              "duplicate_share": r["duplicate_share"], "agreement": r["agreement"],
                              "load_before": round(before, 2), "load_after": round(os.getloadavg()[0], 2)})  # fmt: skip
-            summarize(f"screen --local / LLM.generate, {name}", runs)
+            summarize(f"screen --local / LLM.generate, {name}{label}", runs)
+
+        bulk("unique")
+        bulk("zipf")
         if args.peer_engine_niceness:
-            runs = []
-            for k in range(args.rounds):
-                before = os.getloadavg()[0]
-                run = run_pairs(model, args, unique=1517, zipf=0, work=work / f"bulk-reniced-{k}",
-                                peer_engine_niceness=args.peer_engine_niceness)["unique"]  # fmt: skip
-                runs.append({"screen_local_rows_per_s": run["screen_local_rows_per_s"],
-                             "llm_generate_rows_per_s": run["llm_generate_rows_per_s"], "ratio": run["ratio"],
-                             "load_before": round(before, 2), "load_after": round(os.getloadavg()[0], 2)})  # fmt: skip
-            summarize("screen --local / LLM.generate, unique (peer's engine reniced)", runs)
+            bulk("unique", " (peer's engine reniced)", peer_engine_niceness=args.peer_engine_niceness)
+        if args.peer_freeze_heap:
+            # Extra rows: vLLM's `LLM` leaves its startup heap to the collector (its API server
+            # freezes it); a user can freeze it by hand, as screen --local does.
+            bulk("unique", " (peer's heap frozen)", peer_freeze_heap=True)
+            bulk("zipf", " (peer's heap frozen)", peer_freeze_heap=True)
     write_json(report, args.out, indent=1)
     return 0
 
