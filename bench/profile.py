@@ -10,6 +10,8 @@ samples every process involved (the server or screen process and its vLLM engine
 and the load generator) with `py-spy record --subprocesses` for --seconds. It writes
 NAME.svg (a flame graph: one tower per process, width = CPU samples) and NAME.json (samples
 per process and the frames with the most samples, inclusive and self), and prints the JSON.
+`--rate 0` samples nothing and writes only NAME.json with each process's CPU time per query:
+py-spy slows what it samples, so the CPU budget is read without it.
 
 Needs py-spy (`pip install py-spy`) and permission to read other processes (root, or
 ptrace_scope 0).
@@ -270,7 +272,8 @@ def _vllm_pid(url: str) -> int:
 def profile_under_load(server_pid: int, load_cmd: list[str], args: argparse.Namespace, work: Path) -> Counter:
     """Run the load to its end with every process sampled; CPU per process over the load."""
     load = subprocess.Popen(load_cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
-    spies = [record(server_pid, work / "server.txt", args.rate), record(load.pid, work / "load.txt", args.rate)]
+    spies = [record(pid, work / name, args.rate) for pid, name in ((server_pid, "server.txt"), (load.pid, "load.txt"))
+             if args.rate]  # fmt: skip
     try:
         with CpuMeter([server_pid, load.pid]) as meter:
             out, _ = load.communicate(timeout=3600)
@@ -294,13 +297,14 @@ def profile_process(cmd: list[str], ready: Path, args: argparse.Namespace, work:
             if proc.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError(f"{' '.join(cmd)} ended before it wrote {ready}")
             time.sleep(0.02)
-        spy = record(proc.pid, work / "bulk.txt", args.rate)
+        spy = record(proc.pid, work / "bulk.txt", args.rate) if args.rate else None
         started = time.perf_counter()
         with CpuMeter([proc.pid]) as meter:
             proc.wait(3600)
         args.cpu = meter.used()
         args.result = {"seconds_sampled": round(time.perf_counter() - started, 2)}
-        stop(spy)
+        if spy is not None:
+            stop(spy)
     finally:
         if proc.poll() is None:
             proc.kill()
@@ -316,7 +320,8 @@ def main() -> int:
     parser.add_argument("--concurrency", type=int, default=64)
     parser.add_argument("--queries", type=int, default=3000)
     parser.add_argument("--pretokenized", action="store_true", help="expert: tokenize before the clock starts")
-    parser.add_argument("--rate", type=int, default=100, help="samples per second")
+    parser.add_argument("--rate", type=int, default=100,
+                        help="samples per second; 0: no py-spy, each process's CPU time only")  # fmt: skip
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="promptgate-profile-"))
     model = args.model
@@ -354,10 +359,12 @@ def main() -> int:
         stacks = profile_process(cmd, ready, args, work, env)
 
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.with_suffix(".svg").write_text(flame_svg(stacks, title), encoding="utf-8")
+    if args.rate:
+        args.out.with_suffix(".svg").write_text(flame_svg(stacks, title), encoding="utf-8")
     cpu_ms = {name: round(1000 * v / args.queries, 3) for name, v in args.cpu.items()}
     summary = {"title": title, "queries": args.queries, "rate": args.rate, "run": args.result,
-               "cpu_ms_per_query": {**cpu_ms, "all": round(sum(cpu_ms.values()), 3)}, **summarize(stacks)}  # fmt: skip
+               "cpu_ms_per_query": {**cpu_ms, "all": round(sum(cpu_ms.values()), 3)},
+               **(summarize(stacks) if args.rate else {})}  # fmt: skip
     text = json.dumps(summary, indent=1)
     args.out.with_suffix(".json").write_text(text + "\n", encoding="utf-8")
     print(text)

@@ -384,17 +384,22 @@ class Screening:
         ]
         return _Part(windows, spans, False, signals)
 
-    async def _classify_tokens(self, text_ids: list[int], mode: Mode, threshold: float) -> Classification:
-        """The engine's answer, or the cached one for the same ids, mode and threshold."""
+    async def _classify_tokens(
+        self, text_ids: list[int], mode: Mode, threshold: float, key: bytes | None = None
+    ) -> Classification:
+        """The engine's answer, or the cached one for the same ids, mode and threshold (`key`:
+        their cache key, when the caller has it already)."""
         if self.cache is None:
             return await self.engine.classify_tokens(text_ids, mode, threshold)
-        key = self.cache.key(text_ids, mode, threshold)
+        key = self.cache.key(text_ids, mode, threshold) if key is None else key
         cached = self.cache.get(key)
         if cached is not None:
             return cached
         result = await self.engine.classify_tokens(text_ids, mode, threshold)
-        # When its first token came belongs to the query that waited for it, not to repeats.
-        self.cache.put(key, dataclasses.replace(result, first_token_at=None))
+        # When its first token came belongs to the query that waited for it, not to repeats
+        # (only a generated rationale has one).
+        stored = result if result.first_token_at is None else dataclasses.replace(result, first_token_at=None)
+        self.cache.put(key, stored)
         return result
 
     # -- reading queries: checks, canonicalization, tokens, windows (many queries at once) ------
@@ -556,11 +561,12 @@ class Screening:
                 "nothing to screen: the text is empty and no document could be screened", reason="NOTHING_TO_SCREEN"
             )
         if len(parts) == 1 and len(parts[0].windows) == 1:  # the common case: one prompt, in the asked mode
-            result = await self._classify_tokens(parts[0].windows[0], mode, threshold)
+            ids = parts[0].windows[0]
+            key = self.cache.key(ids, mode, threshold) if self.cache is not None else None
+            result = await self._classify_tokens(ids, mode, threshold, key)
             scored = [[result]]
-            if prepared.text_key is not None and self.cache is not None and text_part is not None:
+            if prepared.text_key is not None and key is not None and text_part is not None:
                 # Remember what this text as sent was read to, for its exact repeats.
-                key = self.cache.key(text_part.windows[0], mode, threshold)
                 reading = Reading(key, text_part.spans[0], tuple(sorted(set(text_part.signals))), text_part.truncated)
                 self.cache.put_reading(prepared.text_key, reading)
         else:  # every window FAST, all at once (the engine batches them)
