@@ -228,6 +228,9 @@ def served(model: Path, log_path: Path, *flags: str) -> Iterator[tuple[str, subp
             proc.wait()
 
 
+_GRACE_ENDED_EVENT = "grace period ended; running calls refused UNAVAILABLE"
+
+
 def test_sigterm_under_load_answers_or_refuses_every_call(tiny_model: Path, tmp_path: Path) -> None:
     log_path = tmp_path / "server.log"
     steady, burst, after = 150, 200, 100
@@ -261,15 +264,70 @@ def test_sigterm_under_load_answers_or_refuses_every_call(tiny_model: Path, tmp_
 
         outcome = asyncio.run(load())
         assert proc.wait(60) == 0
-    # Accepted calls were answered; the rest were refused as UNAVAILABLE (retryable); none dropped.
+    # Accepted calls were answered (or, on a machine too slow to answer them all within the
+    # grace, refused when it ended); the rest were refused as UNAVAILABLE (retryable); none dropped.
     assert set(outcome) <= {"OK", "UNAVAILABLE"}, outcome
     assert outcome["OK"] + outcome["UNAVAILABLE"] == steady + burst + after
-    assert outcome["OK"] >= steady and outcome["UNAVAILABLE"] >= after, outcome
     records = [json.loads(line) for line in log_path.read_text().splitlines() if line.startswith("{")]
+    cut = sum(r["calls"] for r in records if r["event"] == _GRACE_ENDED_EVENT)
+    assert outcome["OK"] + cut >= steady and outcome["UNAVAILABLE"] >= after + cut, (outcome, cut)
     events = [r["event"] for r in records]
     assert events.index("shutting down") < events.index("stopped")
     statuses = collections.Counter(r.get("status") for r in records if r["event"] == "query")
-    assert statuses == {"OK": outcome["OK"]}, statuses  # the server's side of the same story
+    # The server's side of the same story: the calls cut at the grace's end were cancelled there.
+    assert statuses == {"OK": outcome["OK"], **({"CANCELLED": cut} if cut else {})}, statuses
+
+
+def test_calls_running_when_the_grace_ends_are_refused_unavailable_not_cancelled(
+    tiny_model: Path, tmp_path: Path
+) -> None:
+    """Calls that outlast the grace period come back UNAVAILABLE (retryable) on both faces: a
+    CANCELLED from the stop would lose the query, since no retry policy retries it."""
+    import httpx
+
+    log_path, http_port = tmp_path / "server.log", free_port()
+    flags = ("--metrics-port", "off", "--http-port", str(http_port), "--max-rationale-tokens", "4000")
+    with served(tiny_model, log_path, *flags, "--grace-period", "3") as (target, proc):
+
+        async def load() -> list[object]:
+            async with AsyncClient(target, max_attempts=1, on_error="raise", timeout=120) as client:
+
+                async def stream() -> list[object]:
+                    seen: list[object] = []
+                    try:
+                        items = [f"stream item {k}" for k in range(4)]
+                        async for item in client.classify_stream(items, mode="reasoned"):
+                            seen.append(item)
+                    except ServiceError as error:
+                        seen.append(error)
+                    return seen
+
+                def http_call() -> httpx.Response:
+                    body = {"text": "a long think over http", "mode": "MODE_REASONED"}
+                    return httpx.post(f"http://127.0.0.1:{http_port}{SERVICE}Classify", json=body, timeout=120)
+
+                calls = [client.classify(f"long think {k}", mode="reasoned") for k in range(3)]
+                calls.append(client.classify_batch([f"batch item {k}" for k in range(3)], mode="reasoned"))
+                tasks = [asyncio.ensure_future(call) for call in calls]
+                tasks.append(asyncio.ensure_future(stream()))
+                tasks.append(asyncio.ensure_future(asyncio.to_thread(http_call)))
+                await asyncio.sleep(2.0)  # all of them admitted, none near its end (4000 tokens)
+                proc.send_signal(signal.SIGTERM)
+                return await asyncio.wait_for(asyncio.gather(*tasks, return_exceptions=True), 60)
+
+        started = time.monotonic()
+        outcomes = asyncio.run(load())
+        assert proc.wait(30) == 0
+    *grpc_calls, streamed, http_answer = outcomes
+    for outcome in [*grpc_calls, streamed[-1]]:
+        assert isinstance(outcome, ServiceError), outcome
+        assert outcome.code == grpc.StatusCode.UNAVAILABLE and "grace period ended" in outcome.message, outcome
+    assert isinstance(http_answer, httpx.Response) and http_answer.status_code == 503, http_answer
+    assert http_answer.json()["code"] == "unavailable" and "grace period ended" in http_answer.json()["message"]
+    assert time.monotonic() - started < 60
+    records = [json.loads(line) for line in log_path.read_text().splitlines() if line.startswith("{")]
+    refused = [r for r in records if r["event"] == _GRACE_ENDED_EVENT]
+    assert [r["calls"] for r in refused] == [6], refused  # 3 unary, the batch, the stream, the HTTP call
 
 
 _ABANDONING_CLIENT = textwrap.dedent(

@@ -40,6 +40,9 @@ if TYPE_CHECKING:
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["ClassifierService"].full_name
 # Shutdown waits until no call has come for this long (see RpcEnvelopeInterceptor.refuse_until_quiet).
 _QUIET_BEFORE_STOP_S = 0.1
+# How long before the grace ends the calls still running are refused (at most a quarter of
+# the grace): time for the refusals to reach their callers before the stop cancels the calls.
+_REFUSAL_LEAD_S = 1.0
 log = get_logger("promptgate.server")
 
 
@@ -104,9 +107,16 @@ class ServerHandle:
         self.servicer.attach(screening)
         await self.set_serving(True)
 
+    async def _refuse_running_after(self, delay: float) -> None:
+        assert self.envelope is not None
+        await asyncio.sleep(delay)
+        if refused := self.envelope.refuse_running():
+            log.warning("grace period ended; running calls refused UNAVAILABLE", calls=refused)
+
     async def close(self, grace: float | None = None) -> None:
         # NOT_SERVING first, so load balancers stop sending before the port closes.
         await self.set_serving(False)
+        refusal = None
         if grace and self.envelope is not None:
             # Until callers go quiet, new calls get a retryable UNAVAILABLE rather than the
             # CANCELLED that stop() gives the calls it holds unhandled. At most half the
@@ -114,11 +124,18 @@ class ServerHandle:
             started = time.monotonic()
             await self.envelope.refuse_until_quiet(quiet=_QUIET_BEFORE_STOP_S, limit=grace / 2)
             grace = max(0.0, grace - (time.monotonic() - started))
+            # Calls still running a moment before the grace ends are answered UNAVAILABLE
+            # (retry elsewhere), not left to the CANCELLED the stop would give them.
+            refusal = asyncio.create_task(self._refuse_running_after(grace - min(_REFUSAL_LEAD_S, grace / 4)))
         # Both faces drain at once, each giving its in-flight calls the rest of the grace.
         stops = [self.server.stop(grace)]
         if self.http is not None:
             stops.append(self.http.stop(grace))
-        await asyncio.gather(*stops)
+        try:
+            await asyncio.gather(*stops)
+        finally:
+            if refusal is not None:
+                refusal.cancel()
         if self.screening is not None:
             await self.screening.close()
         self.metrics.close()

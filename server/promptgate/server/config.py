@@ -231,7 +231,10 @@ class ServerConfig:
     )
     grace_period: float = field(
         default=10.0,
-        metadata=_opt("Seconds in-flight calls get to finish on SIGTERM before they are cancelled."),
+        metadata=_opt(
+            "Seconds in-flight calls get to finish on SIGTERM; those still running 1 s before it ends (a quarter "
+            "of it, if shorter) are answered UNAVAILABLE, so callers retry them elsewhere."
+        ),
     )
     log_level: str = field(default="info", metadata=_opt("Log level.", ["debug", "info", "warning", "error"]))
     log_query_text: bool = field(

@@ -58,8 +58,8 @@ from promptgate.v1 import classifier_connect
 from promptgate.v1 import classifier_pb2 as pb
 
 from .config import ServerConfig
-from .errors import ERROR_DOMAIN, HTTP_STATUS, ScreeningError, as_screening_error
-from .interceptors import REQUEST_ID_KEY, RpcEnvelopeInterceptor, request_id_from
+from .errors import ERROR_DOMAIN, HTTP_STATUS, NotReady, ScreeningError, as_screening_error
+from .interceptors import GRACE_ENDED, REQUEST_ID_KEY, RpcEnvelopeInterceptor, request_id_from
 from .logs import get_logger
 from .metrics import ServerMetrics
 from .security import TokenAuthInterceptor
@@ -125,8 +125,9 @@ _current: contextvars.ContextVar[_Call | None] = contextvars.ContextVar("promptg
 class ConnectClassifier:
     """The generated Connect service protocol (`classifier_connect.ClassifierService`) over the servicer."""
 
-    def __init__(self, servicer: ClassifierServicer) -> None:
+    def __init__(self, servicer: ClassifierServicer, envelope: RpcEnvelopeInterceptor | None = None) -> None:
         self.servicer = servicer
+        self.envelope = envelope
 
     async def classify(self, request: pb.ClassifyRequest, ctx: RequestContext) -> pb.ClassifyResponse:
         return await self._answer(ctx, self.servicer.classify(request))
@@ -140,6 +141,10 @@ class ConnectClassifier:
                 yield response
         except ScreeningError as error:
             raise self._error(ctx, error) from error
+        except asyncio.CancelledError:
+            if self._cut():  # the grace period ended: the stream ends UNAVAILABLE after what it sent
+                raise self._error(ctx, NotReady(GRACE_ENDED)) from None
+            raise
 
     async def get_model_info(self, request: pb.GetModelInfoRequest, ctx: RequestContext) -> pb.GetModelInfoResponse:
         try:
@@ -152,11 +157,18 @@ class ConnectClassifier:
             return await call
         except ScreeningError as error:
             raise self._error(ctx, error) from error
-        except (ConnectError, asyncio.CancelledError):
+        except asyncio.CancelledError:
+            if self._cut():
+                raise self._error(ctx, NotReady(GRACE_ENDED)) from None
+            raise
+        except ConnectError:
             raise
         except Exception as exc:  # a bug: INTERNAL, as over gRPC, without echoing internals
             log.error("http call failed", exc_info=exc)
             raise self._error(ctx, as_screening_error(exc)) from exc
+
+    def _cut(self) -> bool:
+        return self.envelope is not None and self.envelope.was_cut()
 
     @staticmethod
     def _error(ctx: RequestContext, error: ScreeningError) -> ConnectError:
@@ -205,7 +217,7 @@ class HttpApp:
         self.serving = False
         self.openapi = (resources.files("promptgate.v1") / "openapi.json").read_bytes()
         self.connect = classifier_connect.ClassifierServiceASGIApplication(
-            ConnectClassifier(servicer), interceptors=[_Outcome()], read_max_bytes=max_message_bytes
+            ConnectClassifier(servicer, envelope), interceptors=[_Outcome()], read_max_bytes=max_message_bytes
         )
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -258,9 +270,26 @@ class HttpApp:
             return await _reply(send, 200 if self.serving else 503, body, call, code, json_body=True)
         if path not in _RPC_PATHS and path != OPENAPI_PATH:
             return await self.connect(scope, receive, send)  # Connect's own 404
-        if self.envelope is not None and self.envelope.arrived():
+        if self.envelope is None:
+            return await self._admitted(scope, receive, send, call, headers)
+        if self.envelope.arrived():
             message = "the server is shutting down; retry (another replica)"
             return await self._error(send, call, grpc.StatusCode.UNAVAILABLE, message, (("connection", "close"),))
+        with self.envelope.running():
+            try:
+                return await self._admitted(scope, receive, send, call, headers)
+            except asyncio.CancelledError:
+                if not self.envelope.was_cut():
+                    raise
+                if call.status:  # part of an answer has gone: the connection closes on the rest
+                    return None
+                closing = (("connection", "close"),)
+                return await self._error(send, call, grpc.StatusCode.UNAVAILABLE, GRACE_ENDED, closing)
+
+    async def _admitted(
+        self, scope: Scope, receive: Receive, send: Send, call: _Call, headers: list[tuple[str, str]]
+    ) -> None:
+        path, method = scope["path"], scope["method"]
         if self.auth is not None and not self.auth.accepts(headers):
             log.warning("unauthenticated", method=path, protocol="http")
             challenge = (("www-authenticate", 'Bearer realm="promptgate"'),)

@@ -7,7 +7,9 @@
 - A message that is not a valid protobuf of the method's request type (or whose strings are
   not valid UTF-8) is the caller's fault: INVALID_ARGUMENT naming the problem, instead of
   the INTERNAL that gRPC gives when a deserializer raises.
-- Shutdown: `refuse_until_quiet` answers new calls UNAVAILABLE before the server stops.
+- Shutdown: `refuse_until_quiet` answers new calls UNAVAILABLE before the server stops, and
+  `refuse_running` answers the calls still running when the grace period ends UNAVAILABLE
+  too, rather than the CANCELLED they would get from the stop.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ import contextlib
 import re
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -28,12 +30,22 @@ from google.protobuf.message import DecodeError
 from .errors import InvalidInput, NotReady, ScreeningError
 from .metrics import ServerMetrics
 
-__all__ = ["REQUEST_ID_KEY", "MalformedRequest", "RpcEnvelopeInterceptor", "request_id_from", "same_shape"]
+__all__ = [
+    "GRACE_ENDED",
+    "REQUEST_ID_KEY",
+    "MalformedRequest",
+    "RpcEnvelopeInterceptor",
+    "request_id_from",
+    "same_shape",
+]
 
 REQUEST_ID_KEY = "x-request-id"
 # Answered even while the server shuts down: probes must see NOT_SERVING, not an error.
 _OPEN_WHILE_CLOSING = ("/grpc.health.v1.Health/",)
 _REQUEST_ID_OK = re.compile(r"^[A-Za-z0-9._:/=+-]{1,128}$")
+GRACE_ENDED = (
+    "the server is shutting down and its grace period ended before this call finished; retry (another replica)"
+)
 
 
 @dataclass(frozen=True)
@@ -71,6 +83,9 @@ class RpcEnvelopeInterceptor(grpc.aio.ServerInterceptor):
         # Set at shutdown by refuse_until_quiet(): new calls are answered UNAVAILABLE.
         self.closing = False
         self._last_arrival = time.monotonic()
+        # The tasks of the calls being answered now (either face), and those refuse_running cut.
+        self._running: set[asyncio.Task[Any]] = set()
+        self._cut: set[asyncio.Task[Any]] = set()
 
     async def refuse_until_quiet(self, quiet: float, limit: float) -> None:
         """Answer new calls UNAVAILABLE until none has come for `quiet` seconds, or `limit` passed.
@@ -86,6 +101,41 @@ class RpcEnvelopeInterceptor(grpc.aio.ServerInterceptor):
         # Polled: quiet is the absence of calls, there is no event to wait on.
         while (now := time.monotonic()) < deadline and now - self._last_arrival < quiet:  # noqa: ASYNC110
             await asyncio.sleep(min(quiet - (now - self._last_arrival), deadline - now))
+
+    @contextlib.contextmanager
+    def running(self) -> Iterator[None]:
+        """Hold the current task as a running call, for `refuse_running` to find."""
+        task = asyncio.current_task()
+        assert task is not None, "a call runs in a task"
+        self._running.add(task)
+        try:
+            yield
+        finally:
+            self._running.discard(task)
+            self._cut.discard(task)
+
+    def refuse_running(self) -> int:
+        """Cancel every running call so that its face answers it UNAVAILABLE (see `was_cut`); how many.
+
+        For the end of the grace period: the stop would cancel them too, but the caller would
+        see CANCELLED, which no retry policy retries, and the query would be lost. UNAVAILABLE
+        says: not answered, retry elsewhere.
+        """
+        for task in self._running - self._cut:
+            self._cut.add(task)
+            task.cancel()
+        return len(self._cut)
+
+    def was_cut(self) -> bool:
+        """True inside a call that `refuse_running` cancelled: answer it UNAVAILABLE (GRACE_ENDED).
+
+        Takes the cancellation back (`uncancel`), so that the call can still send its answer.
+        """
+        task = asyncio.current_task()
+        if task is None or task not in self._cut:
+            return False
+        task.uncancel()
+        return True
 
     def arrived(self) -> bool:
         """Note a call's arrival (any face's; health excepted); True: refuse it, the server is closing."""
@@ -120,7 +170,13 @@ class RpcEnvelopeInterceptor(grpc.aio.ServerInterceptor):
                     raise NotReady("the server is shutting down; retry (another replica)")
                 if isinstance(request, MalformedRequest):
                     raise InvalidInput(request.reason)
-                yield
+                with self.running():
+                    try:
+                        yield
+                    except asyncio.CancelledError:
+                        if self.was_cut():
+                            raise NotReady(GRACE_ENDED) from None
+                        raise
             except ScreeningError as error:  # shutting down, or an undecodable request, here or in a stream
                 failed = error
                 await context.abort(error.status_code, error.message, trailing_metadata=context.trailing_metadata())
