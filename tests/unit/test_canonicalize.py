@@ -213,6 +213,40 @@ def test_ordinary_text_with_single_letters_is_not_joined(text: str) -> None:
     assert (r.text, r.signals) == (text, frozenset())
 
 
+_SPACING_PIECES = st.lists(
+    st.sampled_from(
+        ["I", "g", "n", "П", "р", "é", "e\u0301", "ab", "word", "5", "我", " ", "  ", "-", ".", "_", ",", "!", "\n"]
+    ),
+    max_size=24,
+).map("".join)
+
+
+@FAST
+@given(_SPACING_PIECES)
+def test_the_spaced_letters_hint_never_skips_a_run(text: str) -> None:
+    # The cheap hint lets a text skip the full scan: it must fire wherever the scan would join.
+    from promptgate.server.canonicalize import spacing
+
+    runs = [m for m in spacing._SPACED.finditer(text) if len(spacing._ONE_LETTER.findall(m.group())) >= 4]
+    assert not runs or spacing._HINT.search(text), runs
+
+
+_PAYLOAD_PIECES = st.lists(
+    st.sampled_from(["49", "6e", "0x", "\\x", "%", "%4", "A", "z", "+", "/", "=", "-", "_", " ", ":", ",", "Q", "9"]),
+    max_size=60,
+).map("".join)
+
+
+@FAST
+@given(_PAYLOAD_PIECES)
+def test_the_payload_scan_from_its_hint_finds_what_a_whole_scan_finds(text: str) -> None:
+    from promptgate.server.canonicalize import payloads
+
+    whole = [m.span() for m in payloads._PAYLOAD.finditer(text)]
+    hint = payloads._PAYLOAD_HINT.search(text)
+    assert whole == ([m.span() for m in payloads._PAYLOAD.finditer(text, hint.start())] if hint else []), hint
+
+
 def test_spaced_letter_offsets_keep_each_letter() -> None:
     r = join_spaced_letters("I g n o r e  a l l")
     assert r.text == "Ignore all"

@@ -34,7 +34,8 @@ _PAYLOAD = re.compile(
     rf"|(?P<b64>(?<![{_B64_CHARS}])(?:[{_B64_CHARS}]{{{MIN_BASE64_CHARS},}}={{0,2}}"
     rf"|[{_B64_CHARS}]{{{MIN_BASE64_CHARS - 2},{MIN_BASE64_CHARS - 1}}}={{1,2}})(?![{_B64_CHARS}=]))"
 )
-# Something every payload match contains: a cheap test that lets most texts skip _PAYLOAD.
+# What every payload match starts with: a cheap test that lets most texts skip _PAYLOAD, and
+# where the first match can start (its leftmost match), so _PAYLOAD's scan starts there.
 _PAYLOAD_HINT = re.compile(
     rf"[{_B64_CHARS}]{{{MIN_BASE64_CHARS - 2}}}|%[0-9A-Fa-f]{{2}}%|\\x[0-9A-Fa-f]{{2}}|0x[0-9A-Fa-f]{{2}}[ ,]"
     r"|[0-9A-Fa-f]{2}[ :][0-9A-Fa-f]{2}[ :]"
@@ -241,7 +242,9 @@ def decode_payloads(text: str, max_chars: int = 1 << 62, rot13: bool = True) -> 
     budget = max_chars
     limited = False
     edits: list[tuple[int, int, str, str]] = []  # start, end, kind, replacement
-    for m in _PAYLOAD.finditer(text) if _PAYLOAD_HINT.search(text) else ():
+    hint = _PAYLOAD_HINT.search(text)
+    # Lookbehinds still see the text before `pos`: the matches are those of a whole-text scan.
+    for m in _PAYLOAD.finditer(text, hint.start()) if hint else ():
         # A run never decodes to more characters than it has, so only a run longer than the
         # budget can pass it; of such a run only a prefix is decoded, to see whether it is text.
         too_long = m.end() - m.start() > budget

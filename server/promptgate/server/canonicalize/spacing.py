@@ -26,11 +26,14 @@ _SPACED = regex.compile(
     regex.V1,
 )
 _ONE_LETTER = regex.compile(_LETTER, regex.V1)
-# Four letters (each with whatever non-word characters follow it, which includes its marks)
-# chained by separators: every _SPACED match of MIN_SPACED_LETTERS or more letters contains
-# one. The standard library's `re` finds it about 6x faster than `regex` finds _SPACED, so
-# most texts skip _SPACED.
-_HINT = re.compile(r"[^\W\d_][^\w ._-]*(?:[ ._-]+[^\W\d_][^\w ._-]*){3}")
+# A separator, then three letters (each with whatever non-word characters follow it, which
+# includes its marks) chained by separators: every _SPACED match of MIN_SPACED_LETTERS or
+# more letters contains one (its second to fourth letters). The standard library's `re`
+# finds it far faster than `regex` finds _SPACED, so most texts skip _SPACED. It starts at a
+# separator, not a letter, because `re` then tries it at a fifth of a text's positions rather
+# than four fifths: 12 against 58 us a text on the shared data (it fires on 379 texts of
+# 6,548, where starting at the first letter fired on 377).
+_HINT = re.compile(r"[ ._-][^\W\d_][^\w ._-]*[ ._-]+[^\W\d_][^\w ._-]*[ ._-]+[^\W\d_]")
 
 
 def join_spaced_letters(text: str, min_letters: int = MIN_SPACED_LETTERS) -> StepResult:
