@@ -121,10 +121,11 @@ class RpcEnvelopeInterceptor(grpc.aio.ServerInterceptor):
         see CANCELLED, which no retry policy retries, and the query would be lost. UNAVAILABLE
         says: not answered, retry elsewhere.
         """
-        for task in self._running - self._cut:
+        cut = self._running - self._cut
+        for task in cut:
             self._cut.add(task)
             task.cancel()
-        return len(self._cut)
+        return len(cut)
 
     def was_cut(self) -> bool:
         """True inside a call that `refuse_running` cancelled: answer it UNAVAILABLE (GRACE_ENDED).
